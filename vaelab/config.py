@@ -1,0 +1,195 @@
+"""Run configuration: nested dataclasses read from YAML, with `--set a.b=value` overrides.
+
+Unknown keys are errors (with a suggestion), never silently ignored. Component sections (`encoder`,
+`posterior`, `prior`, `likelihood`, ...) hold `type` plus that component's own options, which the registry
+checks against the builder's signature when the model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaelab.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist_static"
+    path: str | None = None  # explicit file or directory for the dataset
+    seed: int = 0  # seeds the dataset's own splits and binarizations
+    subset: int | None = None  # use only the first N training examples (quick runs)
+    valid_subset: int | None = None  # use only the first N validation examples
+    batch_size: int = 100
+    eval_batch_size: int = 500
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 40
+    encoder: dict = field(default_factory=lambda: {"type": "gated_mlp", "hidden": [300, 300]})
+    decoder: dict = field(default_factory=lambda: {"type": "gated_mlp", "hidden": [300, 300]})
+    posterior: dict = field(default_factory=lambda: {"type": "diagonal_gaussian"})
+    prior: dict = field(default_factory=lambda: {"type": "standard_normal"})
+    likelihood: dict = field(default_factory=lambda: {"type": "bernoulli"})
+
+
+@dataclass
+class ObjectiveConfig:
+    type: str = "elbo"
+    options: dict = field(default_factory=dict)  # e.g. {samples: 5} for iwae
+    beta: float = 1.0  # final weight of the KL term
+    warmup_epochs: int = 0  # KL warm-up: beta ramps linearly from 0 over this many epochs (VampPrior: 100)
+    entropy_annealing_epochs: int = 0  # Cremer et al. 5.3.1: lambda ramps 0 -> 1 over this many epochs
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    lr: float = 5e-4
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr_schedule: dict = field(default_factory=lambda: {"type": "constant"})
+    grad_clip: float | None = None  # max gradient norm
+    early_stopping: int | None = 50  # look-ahead in epochs without validation improvement; null = off
+    validate_every: int = 1  # epochs
+    checkpoint_every: int = 1  # epochs
+    max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    is_samples: int = 5000
+    subset: int | None = None  # evaluate only the first N examples of the split
+    batch_size: int = 100
+    max_elements: int = 2**24  # memory bound per IS chunk (decoder outputs)
+    grid: int = 10  # side of the sample / reconstruction grids
+
+
+@dataclass
+class Config:
+    name: str = "vae"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _suggest(key: str, choices) -> str:
+    hint = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Coerce YAML scalars to the field's type (ints for floats) or raise `ConfigError`."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "5e-4" as a string
+        except ValueError:
+            pass
+    expected = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "list": list}.get(
+        getattr(annotation, "__name__", "")
+    )
+    if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+        raise ConfigError(f"{where} must be a {expected.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'the config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise ConfigError(f"unknown config key {path!r}{_suggest(key, fields)}; valid keys: {', '.join(fields)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, path)
+        else:
+            kwargs[key] = _check_type(value, hint, path)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> Config:
+    cfg = _build(Config, data or {}, "")
+    for key in ("encoder", "decoder", "posterior", "prior", "likelihood"):
+        section = getattr(cfg.model, key)
+        if "type" not in section:
+            raise ConfigError(f"model.{key} needs a 'type' key")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.lr=1e-3' -> (['train', 'lr'], 0.001). Values are read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value (e.g. train.epochs=5), got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot read value {raw!r}: {e}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `--set` overrides to a raw config dict (validated afterwards by `config_from_dict`)."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: {k!r} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (None: the built-in default) and apply overrides."""
+    if path is None:
+        from importlib.resources import files
+
+        text = (files("vaelab") / "configs" / "default.yaml").read_text()
+        source = "the built-in default config"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; give the path of a YAML file (see configs/)")
+        text, source = p.read_text(), str(p)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return config_from_dict(apply_overrides(data, overrides or []))

@@ -1,0 +1,119 @@
+"""ELBO and IWAE bounds, with the two warm-up weights used in the papers.
+
+With beta (KL warm-up, VampPrior sec. 5.1; Bowman et al. 2015) and lambda (entropy annealing, Cremer et
+al. 2018 sec. 5.3.1) the per-sample annealed log-weight is
+
+    log w_(beta, lambda) = log p(x | z) + beta * (log p(z) - lambda * log q(z | x)),
+
+which is the plain log-weight at beta = lambda = 1. The ELBO is its mean over samples z ~ q (Kingma &
+Welling 2014, eq. 3) and the IWAE bound its log-mean-exp (Burda et al. 2016, eq. 8). KL warm-up is
+lambda = 1, beta: 0 -> 1; entropy annealing is beta = 1, lambda: 0 -> 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from vaelab.registry import OBJECTIVES
+
+
+def logmeanexp(t: Tensor, dim: int = 0) -> Tensor:
+    """log (1/n) sum_i exp(t_i) along `dim`, stable."""
+    return torch.logsumexp(t, dim) - math.log(t.shape[dim])
+
+
+@dataclass
+class LogWeights:
+    """The three parts of log w for samples `[*S, B]`."""
+
+    log_likelihood: Tensor
+    log_prior: Tensor
+    log_q: Tensor
+
+    @property
+    def log_w(self) -> Tensor:
+        return self.log_likelihood + self.log_prior - self.log_q
+
+    def annealed(self, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
+        if beta == 1.0 and entropy_weight == 1.0:
+            return self.log_w
+        return self.log_likelihood + beta * (self.log_prior - entropy_weight * self.log_q)
+
+
+def sample_log_weights(model, x: Tensor, samples: int, q: Distribution | None = None) -> tuple[LogWeights, Tensor]:
+    """Draw `samples` reparameterised z ~ q(z | x) `[S, B, D]` and return their log-weight parts and z."""
+    q = model.posterior(x) if q is None else q
+    z = q.rsample((samples,))
+    return LogWeights(model.log_likelihood(x, z), model.prior.log_prob(z), q.log_prob(z)), z
+
+
+class Objective:
+    """A bound to maximise: `objective(model, x, beta, entropy_weight)` -> per-data-point values `[B]`."""
+
+    name: str = "objective"
+
+    def __call__(self, model, x: Tensor, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
+        raise NotImplementedError
+
+
+class ELBO(Objective):
+    """E_q[log p(x|z)] - beta * KL(q || p), with KL in closed form when `analytic_kl` and one exists.
+
+    With entropy annealing (lambda != 1) the cross-entropy E_q[log p(z)] is estimated by Monte Carlo and
+    the entropy of q is taken in closed form when the family has one.
+    """
+
+    name = "elbo"
+
+    def __init__(self, samples: int = 1, analytic_kl: bool = True) -> None:
+        self.samples, self.analytic_kl = samples, analytic_kl
+
+    def __call__(self, model, x: Tensor, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
+        q = model.posterior(x)
+        if not self.analytic_kl:
+            lw, _ = sample_log_weights(model, x, self.samples, q)
+            return lw.annealed(beta, entropy_weight).mean(0)
+        z = q.rsample((self.samples,))
+        log_lik = model.log_likelihood(x, z).mean(0)
+        kl = model.prior.kl(q) if entropy_weight == 1.0 else None
+        if kl is not None:
+            return log_lik - beta * kl
+        try:
+            entropy = q.entropy()
+        except NotImplementedError:
+            entropy = -q.log_prob(z).mean(0)
+        return log_lik + beta * (model.prior.log_prob(z).mean(0) + entropy_weight * entropy)
+
+    def __repr__(self) -> str:
+        return f"ELBO(samples={self.samples}, analytic_kl={self.analytic_kl})"
+
+
+class IWAE(Objective):
+    """IWAE-k bound log (1/k) sum_i w_i, z_i ~ q(z | x) (Burda et al. 2016, eq. 8)."""
+
+    name = "iwae"
+
+    def __init__(self, samples: int = 5) -> None:
+        self.samples = samples
+
+    def __call__(self, model, x: Tensor, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
+        lw, _ = sample_log_weights(model, x, self.samples)
+        return logmeanexp(lw.annealed(beta, entropy_weight), 0)
+
+    def __repr__(self) -> str:
+        return f"IWAE(samples={self.samples})"
+
+
+@OBJECTIVES.register("elbo")
+def _elbo(samples: int = 1, analytic_kl: bool = True) -> ELBO:
+    return ELBO(samples, analytic_kl)
+
+
+@OBJECTIVES.register("iwae")
+def _iwae(samples: int = 5) -> IWAE:
+    return IWAE(samples)

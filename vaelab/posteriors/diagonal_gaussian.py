@@ -1,0 +1,35 @@
+"""Fully factorised Gaussian q(z | x) = N(mu(x), diag sigma^2(x)) (Kingma & Welling 2014)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Independent, Normal
+
+from vaelab.posteriors.base import PosteriorFamily
+from vaelab.registry import POSTERIORS
+
+
+class DiagonalGaussian(PosteriorFamily):
+    """Linear heads for mu and log sigma^2; log sigma^2 optionally clamped to `[min_log_var, max_log_var]`
+    (VampPrior's code uses a hardtanh to [-6, 2])."""
+
+    def __init__(
+        self, in_features: int, latent_dim: int, min_log_var: float | None = None, max_log_var: float | None = None
+    ) -> None:
+        super().__init__(in_features, latent_dim)
+        self.head = nn.Linear(in_features, 2 * latent_dim)
+        self.min_log_var, self.max_log_var = min_log_var, max_log_var
+
+    def forward(self, h: Tensor) -> Independent:
+        mu, log_var = self.head(h).chunk(2, dim=-1)
+        if self.min_log_var is not None or self.max_log_var is not None:
+            log_var = log_var.clamp(self.min_log_var, self.max_log_var)
+        return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1, validate_args=False)
+
+
+@POSTERIORS.register("diagonal_gaussian")
+def _diagonal_gaussian(
+    in_features: int, latent_dim: int, min_log_var: float | None = None, max_log_var: float | None = None
+) -> DiagonalGaussian:
+    return DiagonalGaussian(in_features, latent_dim, min_log_var, max_log_var)

@@ -1,0 +1,34 @@
+"""Standard normal prior p(z) = N(0, I)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Independent, Normal
+
+from vaelab.priors.base import Prior
+from vaelab.registry import PRIORS
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class StandardNormal(Prior):
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
+        self.register_buffer("_zero", torch.zeros(latent_dim), persistent=False)
+
+    def distribution(self) -> Independent:
+        return Independent(Normal(self._zero, torch.ones_like(self._zero), validate_args=False), 1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return -0.5 * (z.pow(2).sum(-1) + self.latent_dim * _LOG_2PI)
+
+    def sample(self, n: int) -> Tensor:
+        return torch.randn(n, self.latent_dim, device=self._zero.device, dtype=self._zero.dtype)
+
+
+@PRIORS.register("standard_normal")
+def _standard_normal(latent_dim: int) -> StandardNormal:
+    return StandardNormal(latent_dim)

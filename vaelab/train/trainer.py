@@ -1,0 +1,260 @@
+"""The training loop: Adam, warm-up schedules, validation with early stopping, atomic checkpoints every
+N epochs, exact resume, non-finite step detection, JSON-lines metrics and progress bars.
+
+Determinism: the data order of epoch e is a permutation drawn from a generator seeded with (seed, e), the
+dataset's dynamic binarization is seeded the same way, and the global torch RNG (used for latent samples)
+is saved in every checkpoint. A run resumed from the checkpoint after epoch e therefore continues exactly
+as the uninterrupted run would.
+
+Distributed: the loss is computed by `TrainingModule.forward`, so wrapping it in
+`DistributedDataParallel` (when `torch.distributed` is initialised, e.g. under `torchrun`) synchronises
+gradients; each rank takes every world-th example of the epoch's permutation and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from vaelab.config import Config
+from vaelab.errors import TrainingDiverged
+from vaelab.objectives import Objective, linear_ramp
+from vaelab.registry import OBJECTIVES
+from vaelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from vaelab.train.lr_schedules import lr_factor
+
+
+@dataclass
+class TrainState:
+    """Counters saved with each checkpoint. `epoch` counts completed epochs."""
+
+    epoch: int = 0
+    step: int = 0
+    best_valid_loss: float = math.inf
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    skipped_steps: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+
+
+class TrainingModule(nn.Module):
+    """model + objective as one module whose forward returns the per-example bound `[B]` (DDP-ready)."""
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, x: Tensor, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
+        return self.objective(self.model, x, beta, entropy_weight)
+
+
+def build_objective(cfg: Config) -> Objective:
+    return OBJECTIVES.build(cfg.objective.type, cfg.objective.options)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class Trainer:
+    """Trains `model` on `dataset` as `cfg` says, writing into `run_dir`."""
+
+    def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, dataset, device: torch.device) -> None:
+        self.cfg, self.run_dir, self.model, self.dataset, self.device = cfg, Path(run_dir), model, dataset, device
+        self.objective = build_objective(cfg)
+        self.module: nn.Module = TrainingModule(model, self.objective)
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        if self.world > 1:
+            self.module = nn.parallel.DistributedDataParallel(self.module)
+        t = cfg.train
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay
+        )
+        self.state = TrainState()
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._tb = None
+
+    # --- data -------------------------------------------------------------------------------------------
+    def train_data(self, epoch: int) -> Tensor:
+        x = self.dataset.split("train", epoch=epoch)
+        return x[: self.cfg.data.subset] if self.cfg.data.subset else x
+
+    def valid_data(self) -> Tensor:
+        x = self.dataset.split("valid")
+        return x[: self.cfg.data.valid_subset] if self.cfg.data.valid_subset else x
+
+    # --- resume -----------------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Load the latest checkpoint if there is one; drop metrics lines written after it."""
+        ckpt = latest_checkpoint(self.ckpt_dir)
+        if ckpt is None:
+            return False
+        self.state = TrainState(**load_checkpoint(ckpt, self.model, self.optimizer))
+        if self.metrics_path.is_file() and self.rank == 0:
+            lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["epoch"] <= self.state.epoch]
+            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        return True
+
+    # --- one epoch --------------------------------------------------------------------------------------
+    def _weights(self, epoch: int) -> tuple[float, float]:
+        o = self.cfg.objective
+        return o.beta * linear_ramp(epoch, o.warmup_epochs), linear_ramp(epoch, o.entropy_annealing_epochs)
+
+    def _step(self, x: Tensor, beta: float, entropy_weight: float) -> float | None:
+        """One optimiser step; returns the loss, or None if the loss or gradient was not finite (skipped)."""
+        loss = -self.module(x, beta, entropy_weight).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        clip = self.cfg.train.grad_clip
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else math.inf)
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        return float(loss)
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        lr = cfg.train.lr * lr_factor(cfg.train.lr_schedule, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        beta, entropy_weight = self._weights(epoch)
+        data = self.train_data(epoch)
+        order = torch.randperm(data.shape[0], generator=epoch_generator(cfg.seed, epoch))[self.rank :: self.world]
+        bs = cfg.data.batch_size
+        batches = range(0, order.numel(), bs)
+        self.model.train()
+        total, count, skipped, bad_run = 0.0, 0, 0, 0
+        start = time.perf_counter()
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            unit="step",
+            leave=False,
+            disable=not cfg.train.progress or self.rank != 0,
+        )
+        for i, b in enumerate(bar):
+            x = data[order[b : b + bs]].to(self.device, non_blocking=True)
+            loss = self._step(x, beta, entropy_weight)
+            self.state.step += 1
+            if loss is None:
+                skipped += 1
+                bad_run += 1
+                if bad_run > cfg.train.max_nonfinite_steps:
+                    raise TrainingDiverged(self._diverged_message(epoch, bad_run))
+                continue
+            bad_run = 0
+            total += loss
+            count += 1
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{total / count:.2f}")
+        elapsed = time.perf_counter() - start
+        if skipped:
+            warnings.warn(
+                f"epoch {epoch + 1}: skipped {skipped} step(s) with a non-finite loss or gradient", stacklevel=2
+            )
+        self.state.skipped_steps += skipped
+        return {
+            "lr": lr,
+            "beta": beta,
+            "entropy_weight": entropy_weight,
+            "train_loss": total / max(count, 1),
+            "skipped_steps": skipped,
+            "epoch_time_s": elapsed,
+            "steps_per_s": len(batches) / max(elapsed, 1e-9),
+        }
+
+    def _diverged_message(self, epoch: int, n: int) -> str:
+        ckpt = latest_checkpoint(self.ckpt_dir)
+        kept = f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint had been written yet"
+        return (
+            f"training stopped in epoch {epoch + 1}: {n} consecutive steps had a NaN/Inf loss or gradient; {kept}. "
+            "Lower train.lr, set train.grad_clip, or check the data."
+        )
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """Mean negative bound (beta = lambda = 1) on the validation split."""
+        self.model.eval()
+        data, bs, total = self.valid_data(), self.cfg.data.eval_batch_size, 0.0
+        for b in range(0, data.shape[0], bs):
+            total += float(self.objective(self.model, data[b : b + bs].to(self.device)).sum())
+        return -total / data.shape[0]
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        cfg, st = self.cfg, self.state
+        if cfg.train.tensorboard and self.rank == 0:
+            self._tb = _tensorboard(self.run_dir)
+        epochs = tqdm(
+            range(st.epoch, cfg.train.epochs),
+            desc="training",
+            unit="epoch",
+            initial=st.epoch,
+            total=cfg.train.epochs,
+            disable=not cfg.train.progress or self.rank != 0,
+        )
+        for epoch in epochs:
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            stop = False
+            if (epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == cfg.train.epochs:
+                row["valid_loss"] = valid = self.validation_loss()
+                if valid < st.best_valid_loss:
+                    st.best_valid_loss, st.best_epoch, st.epochs_without_improvement = valid, epoch + 1, 0
+                    if self.rank == 0:
+                        save_weights(self.model, self.run_dir / "best.safetensors")
+                elif row["beta"] >= cfg.objective.beta and row["entropy_weight"] >= 1.0:  # not during warm-up
+                    st.epochs_without_improvement += cfg.train.validate_every
+                patience = cfg.train.early_stopping
+                if patience is not None and st.epochs_without_improvement >= patience:
+                    stop, st.stop_reason = True, f"early stopping: no improvement for {patience} epochs"
+            row["best_valid_loss"], row["step"] = st.best_valid_loss, st.step
+            st.epoch = epoch + 1
+            if stop or st.epoch == cfg.train.epochs:
+                st.finished = True
+                st.stop_reason = st.stop_reason or f"completed {st.epoch} epochs"
+            epochs.set_postfix(train=f"{row['train_loss']:.2f}", valid=f"{row.get('valid_loss', math.nan):.2f}")
+            if self.rank == 0:
+                self._log(row)
+                if st.finished or st.epoch % cfg.train.checkpoint_every == 0:
+                    save_checkpoint(self.ckpt_dir, st.epoch, self.model, self.optimizer, asdict(st))
+            if stop:
+                break
+        epochs.close()
+        if self._tb is not None:
+            self._tb.close()
+        return st
+
+    def _log(self, row: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, row["epoch"])
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from vaelab.errors import ConfigError
+
+        raise ConfigError(
+            "train.tensorboard needs the tensorboard package: pip install 'vaelab[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,0 +1,5 @@
+"""Pictures a person would rather look at than read: image grids and histograms."""
+
+from vaelab.viz.grids import image_grid, save_image_grid, save_reconstructions
+
+__all__ = ["image_grid", "save_image_grid", "save_reconstructions"]
