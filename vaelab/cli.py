@@ -173,7 +173,7 @@ def _cmd_datasets(args) -> int:
     rows = list_datasets()
     width = max(len(r.name) for r in rows)
     for r in rows:
-        where = r.location if r.available else f"not found ({r.note})" if r.note else "not found"
+        where = r.location if r.available else (r.note or "not found")
         print(f"{r.name:<{width}}  {'yes' if r.available else 'no ':<3}  {r.description}\n{'':<{width}}       {where}")
     return 0
 

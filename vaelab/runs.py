@@ -166,13 +166,15 @@ def evaluate(
 
 
 def sample(run: Run, n: int = 100, out: Path | None = None, seed: int = 0, split: str = "test") -> list[Path]:
-    """Write `samples.png` (n draws from the model) and `reconstructions.png` (test images and their
-    reconstructions) into `out` (default: the run directory)."""
+    """Write `samples.png` (n draws from the model) and `reconstructions.png` (50 seeded random images of
+    `split` above their reconstructions) into `out` (default: the run directory)."""
     out = Path(out) if out else run.path
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     samples = run.model.sample(n).cpu()
-    x = run.dataset.split(split)[:50].to(run.device)
+    data = run.dataset.split(split)
+    pick = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:50]
+    x = data[pick].to(run.device)
     recon = run.model.reconstruct(x).cpu()
     return [
         save_image_grid(samples, out / "samples.png"),

@@ -79,7 +79,7 @@ def evaluate_log_likelihood(
     device = next(model.parameters()).device
     parts = []
     batches = range(0, data.shape[0], batch_size)
-    for start in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+    for start in tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False):
         x = data[start : start + batch_size].to(device)
         est = importance_sampled_log_likelihood(model, x, samples, max_elements)
         parts.append([t.cpu() for t in (est.log_likelihood, est.elbo, est.ess)])

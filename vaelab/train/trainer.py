@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -125,7 +126,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -145,7 +146,7 @@ class Trainer:
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
             unit="step",
             leave=False,
-            disable=not cfg.train.progress or self.rank != 0,
+            disable=None if cfg.train.progress and self.rank == 0 else True,
         )
         for i, b in enumerate(bar):
             x = data[order[b : b + bs]].to(self.device, non_blocking=True)
@@ -206,7 +207,7 @@ class Trainer:
             unit="epoch",
             initial=st.epoch,
             total=cfg.train.epochs,
-            disable=not cfg.train.progress or self.rank != 0,
+            disable=None if cfg.train.progress and self.rank == 0 else True,
         )
         for epoch in epochs:
             row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
@@ -230,6 +231,7 @@ class Trainer:
             epochs.set_postfix(train=f"{row['train_loss']:.2f}", valid=f"{row.get('valid_loss', math.nan):.2f}")
             if self.rank == 0:
                 self._log(row)
+                tqdm.write(_epoch_line(row, cfg.train.epochs), file=sys.stderr)
                 if st.finished or st.epoch % cfg.train.checkpoint_every == 0:
                     save_checkpoint(self.ckpt_dir, st.epoch, self.model, self.optimizer, asdict(st))
             if stop:
@@ -246,6 +248,14 @@ class Trainer:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(k, v, row["epoch"])
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    valid = f"  valid {row['valid_loss']:.2f}" if "valid_loss" in row else ""
+    return (
+        f"epoch {row['epoch']}/{epochs}  train {row['train_loss']:.2f}{valid}  beta {row['beta']:.2f}"
+        f"  lr {row['lr']:.2g}  {row['steps_per_s']:.0f} steps/s"
+    )
 
 
 def _tensorboard(run_dir: Path):

@@ -1,0 +1,89 @@
+"""Configs: defaults, overrides, and one-line errors for every kind of mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from vaelab.build import build_model
+from vaelab.config import Config, apply_overrides, config_from_dict, load_config
+from vaelab.errors import ConfigError
+from vaelab.train.lr_schedules import lr_factor, schedule_epochs
+
+
+def test_default_config_builds_the_quickstart_model():
+    cfg = load_config(None)
+    assert cfg.data.name == "mnist_static"
+    model = build_model(cfg.model, (1, 28, 28))
+    assert model.latent_dim == 40
+    assert sum(p.numel() for p in model.parameters()) > 1_000_000
+
+
+def test_overrides_are_read_as_yaml_and_validated():
+    cfg = load_config(None, ["train.epochs=3", "model.latent_dim=2", "train.lr=1e-3", "model.encoder.hidden=[8]"])
+    assert (cfg.train.epochs, cfg.model.latent_dim, cfg.train.lr) == (3, 2, 1e-3)
+    assert cfg.model.encoder == {"type": "gated_mlp", "hidden": [8]}
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"trian": {}}, "unknown config key 'trian' (did you mean 'train'?)"),
+        ({"train": {"epocs": 3}}, "unknown config key 'train.epocs' (did you mean 'epochs'?)"),
+        ({"train": {"epochs": "many"}}, "train.epochs must be a int"),
+        ({"model": {"prior": {}}}, "model.prior needs a 'type' key"),
+        ({"data": 3}, "data must be a mapping"),
+    ],
+)
+def test_config_errors(data, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "section, value, message",
+    [
+        ("prior", {"type": "vampprio"}, "unknown prior 'vampprio'"),
+        ("encoder", {"type": "mlp", "hiden": [3]}, "unknown option 'hiden' for network 'mlp' (did you mean 'hidden'?)"),
+        ("posterior", {"type": "diagonal_gaussian", "latent_dim": 3}, "is set by vaelab itself"),
+        ("encoder", {"type": "mlp", "activation": "relux"}, "unknown activation 'relux'"),
+    ],
+)
+def test_component_errors(section, value, message):
+    cfg = Config()
+    setattr(cfg.model, section, value)
+    with pytest.raises(ConfigError) as err:
+        build_model(cfg.model, (1, 28, 28))
+    assert message in str(err.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(None, ["objective.type=iwae", "objective.options={samples: 5}"])
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
+def test_lr_schedules():
+    assert lr_factor({"type": "constant"}, 99) == 1.0
+    assert lr_factor({"type": "step", "every": 10, "gamma": 0.5}, 25) == 0.25
+    iwae = {"type": "iwae"}
+    assert schedule_epochs(iwae) == 3280  # sum of 3^i, i = 0..7 (Burda et al.)
+    assert lr_factor(iwae, 0) == 1.0
+    assert lr_factor(iwae, 1) == pytest.approx(10 ** (-1 / 7))  # epochs 1-3 are stage i = 1
+    assert lr_factor(iwae, 3) == pytest.approx(10 ** (-1 / 7))
+    assert lr_factor(iwae, 4) == pytest.approx(10 ** (-2 / 7))
+    assert lr_factor(iwae, 3279) == pytest.approx(10 ** (-7 / 7))
