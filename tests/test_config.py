@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vaelab.build import build_model
@@ -87,3 +89,20 @@ def test_lr_schedules():
     assert lr_factor(iwae, 3) == pytest.approx(10 ** (-1 / 7))
     assert lr_factor(iwae, 4) == pytest.approx(10 ** (-2 / 7))
     assert lr_factor(iwae, 3279) == pytest.approx(10 ** (-7 / 7))
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_load_and_build_for_each_budget(path):
+    import yaml
+
+    budgets = (yaml.safe_load(path.read_text()) or {}).get("budgets", {})
+    assert "quick" in budgets and "full" in budgets, "every experiment has a quick and a full budget"
+    for budget in budgets:
+        cfg = load_config(path, budget=budget)
+        event = (1, 28, 20) if cfg.data.name == "freyfaces" else (1, 28, 28)
+        build_model(cfg.model, event)
+    with pytest.raises(ConfigError, match="no budget 'huge'"):
+        load_config(path, budget="huge")

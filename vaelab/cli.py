@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=5 --set model.latent_dim=2 (repeatable)",
     )
+    t.add_argument("--budget", help="a budget the config defines, e.g. quick (minutes on a CPU) or full (the paper's)")
     t.add_argument("--run-dir", help="where to write the run (default: runs/<name>-<timestamp>)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
@@ -94,8 +95,8 @@ def _cmd_train(args) -> int:
     from vaelab.config import load_config
 
     if args.resume:
-        if args.config:
-            raise UserError("give either a CONFIG or --resume RUN_DIR, not both (a run keeps its own config)")
+        if args.config or args.budget:
+            raise UserError("give either a CONFIG (and --budget) or --resume RUN_DIR, not both: a run keeps its config")
         cfg = runs.read_run_config(args.resume)
         if args.overrides:
             from vaelab.config import apply_overrides, config_from_dict
@@ -104,7 +105,7 @@ def _cmd_train(args) -> int:
             (Path(args.resume) / "config.yaml").write_text(cfg.to_yaml())
         run_dir = Path(args.resume)
     else:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, args.budget)
     if args.no_progress:
         cfg.train.progress = False
     if args.print_config:

@@ -176,8 +176,24 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (None: the built-in default) and apply overrides."""
+def apply_budget(data: dict, budget: str | None, source: str) -> dict:
+    """Apply a named budget: a config's `budgets: {quick: {train.epochs: 5, ...}, full: {...}}` section maps
+    budget names to dotted-key overrides (quick runs for a laptop CPU, the paper's budget for a GPU)."""
+    budgets = data.pop("budgets", None) or {}
+    if budget is None:
+        return data
+    if budget not in budgets:
+        names = ", ".join(budgets) or "none"
+        raise ConfigError(f"{source} has no budget {budget!r}; its budgets: {names}")
+    return apply_overrides(
+        data, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in budgets[budget].items()]
+    )
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, budget: str | None = None
+) -> Config:
+    """Read a YAML config (None: the built-in default), apply a named budget, then overrides."""
     if path is None:
         from importlib.resources import files
 
@@ -192,4 +208,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{source} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping of sections (data, model, objective, train, eval)")
+    data = apply_budget(data, budget, source)
     return config_from_dict(apply_overrides(data, overrides or []))

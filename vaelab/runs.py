@@ -24,7 +24,7 @@ from vaelab.errors import DataError, RunDirError
 from vaelab.evaluation import active_units, evaluate_log_likelihood
 from vaelab.train import Trainer, latest_checkpoint
 from vaelab.train.checkpoint import load_weights
-from vaelab.viz import save_image_grid, save_reconstructions
+from vaelab.viz import save_histogram, save_image_grid, save_reconstructions
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,7 +143,8 @@ def evaluate(
     max_elements: int = 2**24,
     progress: bool = True,
 ) -> dict:
-    """IS log-likelihood (k = `samples`), ELBO and active units on a split; writes `eval-<split>.json`."""
+    """IS log-likelihood (k = `samples`), ELBO and active units on a split; writes `eval-<split>.json`,
+    the per-example values (`eval-<split>-per-example.pt`) and their histogram (`loglik-<split>.png`)."""
     x = _data(run, split, subset)
     start = time.perf_counter()
     torch.manual_seed(run.cfg.seed + 1)
@@ -162,6 +163,12 @@ def evaluate(
     result["bits_per_dim"] = bpd
     (run.path / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     torch.save({"log_likelihood": est.log_likelihood, "elbo": est.elbo}, run.path / f"eval-{split}-per-example.pt")
+    save_histogram(
+        est.log_likelihood,
+        run.path / f"loglik-{split}.png",
+        "log p(x) per example (nats)",
+        f"{run.dataset.name} {split}: IS with k={samples}, {result['n']} examples",
+    )
     return result
 
 
