@@ -1,0 +1,545 @@
+"""The built-in datasets, the files we accept for each, and how their splits are made.
+
+Checksums (every one was checked against real data; see each entry):
+
+* vaelab's compact ``.npz`` copies (``/work/shared/datasets`` in CI): sha256 computed from those files.
+* ``binarized_mnist_*.amat``: sha256 of the bundled arrays rendered as ``.amat`` text; the renderings'
+  git blob hashes equal those of the ``.amat`` files committed in public VAE repositories.
+* MNIST IDX: the official ``.gz`` md5s and the widely published sha256s of the same ``.gz`` files; the
+  uncompressed sha256s were computed from ``mnist.npz`` rendered as IDX and equal the published sha256s
+  of the official uncompressed files (so ``mnist.npz`` is byte-identical to the official release).
+* Fashion-MNIST IDX: upstream ``.gz`` md5s, and uncompressed sha256s computed from Debian's
+  ``dataset-fashion-mnist`` (its ``.gz`` were recompressed; the uncompressed bytes equal upstream's).
+* ``.mat`` files: the md5s published for them. ``frey_rawface.mat`` has no published checksum: its
+  parsed 1965x560 pixel array must hash to the sha256 of ``freyfaces.npz``'s images.
+
+Splits and randomness (all documented in ``Dataset.source`` too):
+
+* ``mnist`` / ``fashion_mnist``: train = first 50,000 of the 60,000 training images, valid = the last
+  10,000 (as VampPrior does), test = the 10,000 test images.
+* ``fashion_mnist`` is binarized statically: once at load, Bernoulli(k/255), fixed seed
+  (``FIXED_BINARIZATION_SEED``), identical on every machine and for every ``seed``.
+* ``caltech101``: Marlin's ``split1`` when its ``.mat`` is found anywhere; otherwise a random
+  permutation of the full 8,671 images seeded with :data:`CALTECH_SPLIT_SEED` (independent of ``seed``)
+  gives 4,100 / 2,264 / 2,307 — the same sizes, not the same images.
+* ``freyfaces``: a random permutation of the 1,965 frames seeded by ``seed`` gives 1,565 / 200 / 200.
+* ``omniglot``: train = first 23,000 of Burda's 24,345 training images, valid = the last 1,345 (file
+  order; VampPrior shuffles first with an unseeded RNG, which cannot be reproduced), test = 8,070.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from vaelab.errors import CorruptFile
+
+from . import formats
+from .dataset import derive_seed
+from .registry import Arrays, Built, DatasetSpec, FileSpec, Variant, register
+
+CALTECH_SPLIT_SEED = 20100101
+"""Seed of the fallback Caltech 101 split of the full set (used only when split1 is not found)."""
+
+FREY_SPLIT_SIZES = (1565, 200, 200)
+CALTECH_SPLIT_SIZES = (4100, 2264, 2307)
+MNIST_VALID = 10000
+OMNIGLOT_VALID = 1345
+
+_MNIST_IDX_BASES = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+_FASHION_BASES = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+_AMAT_BASE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+
+
+def _need(arr: np.ndarray, shape: tuple[int | None, ...], what: str) -> np.ndarray:
+    ok = arr.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, arr.shape, strict=True))
+    if not ok:
+        want = "x".join("N" if s is None else str(s) for s in shape)
+        raise CorruptFile(f"{what} has shape {arr.shape}, expected {want}; delete the file and fetch it again")
+    return arr
+
+
+def _idx_files(bases: tuple[str, ...], sums: Mapping[str, tuple[tuple[str, ...], str]]) -> tuple[FileSpec, ...]:
+    out = []
+    for stem, (gz_sums, content_sha) in sums.items():
+        out.append(
+            FileSpec(
+                name=f"{stem}.gz",
+                checksums=gz_sums,
+                content_checksums=(content_sha,),
+                urls=tuple(b + f"{stem}.gz" for b in bases),
+                aliases=(stem,),
+            )
+        )
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------- mnist_static
+
+
+def _parse_static_npz(p: Mapping[str, bytes]) -> Arrays:
+    z = formats.read_npz(p["mnist_static_binarized.npz"], "mnist_static_binarized.npz", ("train", "valid", "test"))
+    return {k: _need(np.unpackbits(v, axis=1), (None, 784), k) for k, v in z.items()}
+
+
+def _parse_static_amat(p: Mapping[str, bytes]) -> Arrays:
+    return {
+        k: formats.read_amat(p[f"binarized_mnist_{k}.amat"], f"binarized_mnist_{k}.amat")
+        for k in ("train", "valid", "test")
+    }
+
+
+def _build_static(a: Arrays, v: Variant, seed: int) -> Built:
+    return Built(
+        pixels={k: a[k].reshape(-1, 1, 28, 28) for k in ("train", "valid", "test")},
+        labels={k: None for k in ("train", "valid", "test")},
+        note="Larochelle & Murray static binarization (fixed splits, no labels)",
+    )
+
+
+_AMAT_SHA256 = {
+    "train": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
+    "valid": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+    "test": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
+}
+
+MNIST_STATIC = DatasetSpec(
+    name="mnist_static",
+    description="MNIST, static binarization of Larochelle & Murray (2011): 50,000/10,000/10,000, no labels",
+    event_shape=(1, 28, 28),
+    value_kind="binary",
+    binarization="none",
+    variants=(
+        Variant(
+            key="npz",
+            description="vaelab bit-packed .npz",
+            files=(
+                FileSpec(
+                    "mnist_static_binarized.npz",
+                    checksums=("sha256:df14a884cb4aa7ac6692463fb31798a687c4e762c73c23a8ae3114fbec4e6093",),
+                ),
+            ),
+            parse=_parse_static_npz,
+        ),
+        Variant(
+            key="amat",
+            description="original .amat text files",
+            files=tuple(
+                FileSpec(
+                    f"binarized_mnist_{k}.amat",
+                    checksums=(f"sha256:{s}",),
+                    urls=(_AMAT_BASE + f"binarized_mnist_{k}.amat",),
+                )
+                for k, s in _AMAT_SHA256.items()
+            ),
+            parse=_parse_static_amat,
+        ),
+    ),
+    build=_build_static,
+    has_labels=False,
+    split_sizes={"train": 50000, "valid": 10000, "test": 10000},
+    bundled="mnist_static_binarized.npz",
+)
+
+# ------------------------------------------------------------------------------------------------ mnist
+
+_IDX_KEYS = {
+    "train-images-idx3-ubyte": "x_train",
+    "train-labels-idx1-ubyte": "y_train",
+    "t10k-images-idx3-ubyte": "x_test",
+    "t10k-labels-idx1-ubyte": "y_test",
+}
+_IDX_SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+
+
+def _parse_idx(p: Mapping[str, bytes]) -> Arrays:
+    out = {}
+    for stem, key in _IDX_KEYS.items():
+        out[key] = _need(formats.read_idx(p[f"{stem}.gz"], stem), _IDX_SHAPES[key], stem)
+    return out
+
+
+def _parse_mnist_npz(p: Mapping[str, bytes]) -> Arrays:
+    z = formats.read_npz(p["mnist.npz"], "mnist.npz", tuple(_IDX_SHAPES))
+    return {k: _need(v, _IDX_SHAPES[k], f"mnist.npz:{k}") for k, v in z.items()}
+
+
+def _build_mnist_like(a: Arrays, v: Variant, seed: int) -> Built:
+    x, y = a["x_train"], a["y_train"].astype(np.int64)
+    return Built(
+        pixels={
+            "train": x[:-MNIST_VALID, None],
+            "valid": x[-MNIST_VALID:, None],
+            "test": a["x_test"][:, None],
+        },
+        labels={"train": y[:-MNIST_VALID], "valid": y[-MNIST_VALID:], "test": a["y_test"].astype(np.int64)},
+        note="train = first 50,000 of the training images, valid = last 10,000",
+    )
+
+
+def _build_mnist(a: Arrays, v: Variant, seed: int) -> Built:
+    b = _build_mnist_like(a, v, seed)
+    b.note += f"; train binarized per epoch from (seed={seed}, epoch), valid/test binarized once with a fixed seed"
+    return b
+
+
+def _build_fashion(a: Arrays, v: Variant, seed: int) -> Built:
+    b = _build_mnist_like(a, v, seed)
+    b.note += "; binarized once (static) with a fixed seed"
+    return b
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    description="MNIST with dynamic binarization each epoch: 50,000/10,000/10,000, labels 0..9",
+    event_shape=(1, 28, 28),
+    value_kind="binary",
+    binarization="dynamic",
+    variants=(
+        Variant(
+            key="npz",
+            description="grayscale .npz (x_train, y_train, x_test, y_test)",
+            files=(
+                FileSpec(
+                    "mnist.npz",
+                    checksums=(
+                        "sha256:06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64",  # vaelab CI copy
+                        "sha256:731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",  # Keras copy
+                    ),
+                ),
+            ),
+            parse=_parse_mnist_npz,
+        ),
+        Variant(
+            key="idx",
+            description="official IDX files",
+            files=_idx_files(
+                _MNIST_IDX_BASES,
+                {
+                    "train-images-idx3-ubyte": (
+                        (
+                            "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                            "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                        ),
+                        "sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                    ),
+                    "train-labels-idx1-ubyte": (
+                        (
+                            "md5:d53e105ee54ea40749a09fcbcd1e9432",
+                            "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                        ),
+                        "sha256:65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                    ),
+                    "t10k-images-idx3-ubyte": (
+                        (
+                            "md5:9fb629c4189551a2d022fa330f9573f3",
+                            "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                        ),
+                        "sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                    ),
+                    "t10k-labels-idx1-ubyte": (
+                        (
+                            "md5:ec29112dd5afa0611ce80d1b7f02629c",
+                            "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                        ),
+                        "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                    ),
+                },
+            ),
+            parse=_parse_idx,
+        ),
+    ),
+    build=_build_mnist,
+    has_labels=True,
+    split_sizes={"train": 50000, "valid": 10000, "test": 10000},
+)
+
+# ---------------------------------------------------------------------------------------- fashion_mnist
+
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    description="Fashion-MNIST, binarized once with a fixed seed: 50,000/10,000/10,000, labels 0..9",
+    event_shape=(1, 28, 28),
+    value_kind="binary",
+    binarization="static",
+    variants=(
+        Variant(
+            key="idx",
+            description="IDX files",
+            files=_idx_files(
+                _FASHION_BASES,
+                {
+                    "train-images-idx3-ubyte": (
+                        ("md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",),
+                        "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                    ),
+                    "train-labels-idx1-ubyte": (
+                        ("md5:25c81989df183df01b3e8a0aad5dffbe",),
+                        "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                    ),
+                    "t10k-images-idx3-ubyte": (
+                        ("md5:bef4ecab320f06d8554ea6380940ec79",),
+                        "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                    ),
+                    "t10k-labels-idx1-ubyte": (
+                        ("md5:bb300cfdad3c16e7a12a480ee83cd310",),
+                        "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                    ),
+                },
+            ),
+            parse=_parse_idx,
+        ),
+    ),
+    build=_build_fashion,
+    has_labels=True,
+    split_sizes={"train": 50000, "valid": 10000, "test": 10000},
+    system_dirs=("/usr/share/datasets/fashion-mnist",),
+)
+
+# ------------------------------------------------------------------------------------------- caltech101
+
+
+def _caltech_images(x: np.ndarray, what: str) -> np.ndarray:
+    """Column-major rows with 1 = background -> upright ``[N, 1, 28, 28]`` uint8 with 1 = object."""
+    x = formats.to_uint8_levels(_need(np.asarray(x), (None, 784), what), what, binary=True)
+    return (1 - formats.column_major_to_upright(x, 28, 28))[:, None]
+
+
+def _caltech_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    if y.shape[0] != n or (n and (y.min() < 1 or y.max() > 101)):
+        raise CorruptFile(f"{what}: expected {n} labels in 1..101; delete the file and fetch it again")
+    return y - 1
+
+
+def _parse_caltech_split1(p: Mapping[str, bytes]) -> Arrays:
+    name = "caltech101_silhouettes_28_split1.mat"
+    m = formats.read_mat(p[name], name)
+    out = {}
+    for split, key in (("train", "train"), ("valid", "val"), ("test", "test")):
+        x = _caltech_images(formats.mat_array(m, f"{key}_data", name), f"{name}:{key}_data")
+        out[f"x_{split}"] = x
+        out[f"y_{split}"] = _caltech_labels(formats.mat_array(m, f"{key}_labels", name), len(x), name)
+    return out
+
+
+def _parse_caltech_full_npz(p: Mapping[str, bytes]) -> Arrays:
+    name = "caltech101_silhouettes28_full.npz"
+    z = formats.read_npz(p[name], name, ("X", "Y"))
+    x = _caltech_images(np.unpackbits(_need(z["X"], (None, 98), name), axis=1), name)
+    return {"x": x, "y": _caltech_labels(z["Y"], len(x), name)}
+
+
+def _parse_caltech_full_mat(p: Mapping[str, bytes]) -> Arrays:
+    name = "caltech101_silhouettes_28.mat"
+    m = formats.read_mat(p[name], name)
+    x = formats.mat_array(m, "X", name)
+    if x.ndim == 2 and x.shape[0] == 784 and x.shape[1] != 784:
+        x = x.T
+    x = _caltech_images(x, name)
+    return {"x": x, "y": _caltech_labels(formats.mat_array(m, "Y", name), len(x), name)}
+
+
+def _build_caltech(a: Arrays, v: Variant, seed: int) -> Built:
+    if v.key == "split1":
+        return Built(
+            pixels={s: a[f"x_{s}"] for s in ("train", "valid", "test")},
+            labels={s: a[f"y_{s}"] for s in ("train", "valid", "test")},
+            note="Marlin's split1 (4,100/2,264/2,307); upright, 1 = object",
+        )
+    n = len(a["x"])
+    if n != sum(CALTECH_SPLIT_SIZES):
+        raise CorruptFile(f"the Caltech 101 full set has {n} images, expected {sum(CALTECH_SPLIT_SIZES)}")
+    g = torch.Generator().manual_seed(derive_seed(CALTECH_SPLIT_SEED, "caltech101-split"))
+    perm = torch.randperm(n, generator=g).numpy()
+    a1, a2 = CALTECH_SPLIT_SIZES[0], CALTECH_SPLIT_SIZES[0] + CALTECH_SPLIT_SIZES[1]
+    idx = {"train": perm[:a1], "valid": perm[a1:a2], "test": perm[a2:]}
+    return Built(
+        pixels={s: a["x"][i] for s, i in idx.items()},
+        labels={s: a["y"][i] for s, i in idx.items()},
+        note=(
+            f"split1 not found: fixed random 4,100/2,264/2,307 split of the full set (seed {CALTECH_SPLIT_SEED}),"
+            " NOT Marlin's split1; upright, 1 = object"
+        ),
+    )
+
+
+CALTECH101 = DatasetSpec(
+    name="caltech101",
+    description="Caltech 101 Silhouettes 28x28 (upright, 1 = object): 4,100/2,264/2,307, labels 0..100",
+    event_shape=(1, 28, 28),
+    value_kind="binary",
+    binarization="none",
+    variants=(
+        Variant(
+            key="split1",
+            description="Marlin's split1 .mat",
+            files=(
+                FileSpec(
+                    "caltech101_silhouettes_28_split1.mat",
+                    checksums=("md5:4483e9c14b188fd09937f9ea6f9ea777",),
+                    urls=("https://people.cs.umass.edu/~marlin/data/caltech101_silhouettes_28_split1.mat",),
+                ),
+            ),
+            parse=_parse_caltech_split1,
+            needs_scipy=True,
+        ),
+        Variant(
+            key="full-npz",
+            description="full set, vaelab .npz (seeded split, not split1)",
+            files=(
+                FileSpec(
+                    "caltech101_silhouettes28_full.npz",
+                    checksums=("sha256:afcb044529615bf4bdcbc2f79fc3920cff1a0b6b2a12856de0d78f7967042178",),
+                ),
+            ),
+            parse=_parse_caltech_full_npz,
+            tier=1,
+        ),
+        Variant(
+            key="full-mat",
+            description="full set .mat (seeded split, not split1)",
+            files=(FileSpec("caltech101_silhouettes_28.mat", checksums=("md5:1432d2809e8bf111f1104a234731ddb1",)),),
+            parse=_parse_caltech_full_mat,
+            tier=1,
+            needs_scipy=True,
+        ),
+    ),
+    build=_build_caltech,
+    has_labels=True,
+    split_sizes=dict(zip(("train", "valid", "test"), CALTECH_SPLIT_SIZES, strict=True)),
+)
+
+# -------------------------------------------------------------------------------------------- freyfaces
+
+
+def _parse_frey_npz(p: Mapping[str, bytes]) -> Arrays:
+    z = formats.read_npz(p["freyfaces.npz"], "freyfaces.npz", ("images",))
+    return {"images": _need(z["images"], (1965, 28, 20), "freyfaces.npz:images")}
+
+
+def _parse_frey_mat(p: Mapping[str, bytes]) -> Arrays:
+    name = "frey_rawface.mat"
+    ff = _need(formats.mat_array(formats.read_mat(p[name], name), "ff", name), (560, 1965), name)
+    x = formats.to_uint8_levels(ff, name, binary=False)
+    return {"images": np.ascontiguousarray(x.T).reshape(-1, 28, 20)}
+
+
+def _build_frey(a: Arrays, v: Variant, seed: int) -> Built:
+    x = a["images"]
+    g = torch.Generator().manual_seed(derive_seed(seed, "freyfaces-split"))
+    perm = torch.randperm(len(x), generator=g).numpy()
+    a1, a2 = FREY_SPLIT_SIZES[0], FREY_SPLIT_SIZES[0] + FREY_SPLIT_SIZES[1]
+    idx = {"train": perm[:a1], "valid": perm[a1:a2], "test": perm[a2 : a2 + FREY_SPLIT_SIZES[2]]}
+    return Built(
+        pixels={s: x[i][:, None] for s, i in idx.items()},
+        labels={s: None for s in idx},
+        note=f"random 1,565/200/200 split of the 1,965 frames, seeded by seed={seed}",
+    )
+
+
+FREYFACES = DatasetSpec(
+    name="freyfaces",
+    description="Frey Faces 28x20 gray (k/255): seeded 1,565/200/200 split of 1,965 frames, no labels",
+    event_shape=(1, 28, 20),
+    value_kind="gray",
+    binarization="none",
+    variants=(
+        Variant(
+            key="npz",
+            description="vaelab .npz",
+            files=(
+                FileSpec(
+                    "freyfaces.npz",
+                    checksums=("sha256:3c70375e0a9c4751ad49ad5f1f692bd094c46f133cf4aa8ea77d1cb14e1efcd1",),
+                ),
+            ),
+            parse=_parse_frey_npz,
+        ),
+        Variant(
+            key="mat",
+            description="Roweis' original .mat (pixels verified after parsing)",
+            files=(FileSpec("frey_rawface.mat", urls=("https://cs.nyu.edu/~roweis/data/frey_rawface.mat",)),),
+            parse=_parse_frey_mat,
+            array_checksums=(("images", "sha256:2438ba4f0d2a6bd8bac43de756141eaa33c8d248dd613d464bdb1210d9b7af78"),),
+            needs_scipy=True,
+        ),
+    ),
+    build=_build_frey,
+    has_labels=False,
+    split_sizes=dict(zip(("train", "valid", "test"), FREY_SPLIT_SIZES, strict=True)),
+)
+
+# --------------------------------------------------------------------------------------------- omniglot
+
+
+def parse_omniglot_mat(p: Mapping[str, bytes]) -> Arrays:
+    """Burda's ``chardata.mat``: ``data``/``testdata`` [784, N] in [0,1], column-major images;
+    ``target``/``testtarget`` [50, N] one-hot alphabets (optional) -> labels 0..49."""
+    name = "chardata.mat"
+    m = formats.read_mat(p[name], name)
+    out: Arrays = {}
+    for split, key, tkey in (("train", "data", "target"), ("test", "testdata", "testtarget")):
+        raw = _need(formats.mat_array(m, key, name), (784, None), f"{name}:{key}")
+        x = formats.to_probabilities(raw.T, f"{name}:{key}")
+        out[f"x_{split}"] = formats.column_major_to_upright(x, 28, 28)[:, None]
+        if tkey in m:
+            t = np.asarray(m[tkey])
+            if t.ndim != 2 or t.shape[1] != raw.shape[1]:
+                raise CorruptFile(f"{name}:{tkey} has shape {t.shape}, expected [alphabets, {raw.shape[1]}]")
+            out[f"y_{split}"] = t.argmax(axis=0).astype(np.int64)
+    return out
+
+
+def _build_omniglot(a: Arrays, v: Variant, seed: int) -> Built:
+    x, y = a["x_train"], a.get("y_train")
+    return Built(
+        pixels={"train": x[:-OMNIGLOT_VALID], "valid": x[-OMNIGLOT_VALID:], "test": a["x_test"]},
+        labels={
+            "train": None if y is None else y[:-OMNIGLOT_VALID],
+            "valid": None if y is None else y[-OMNIGLOT_VALID:],
+            "test": a.get("y_test"),
+        },
+        note=(
+            f"valid = last {OMNIGLOT_VALID:,} training images (file order); train binarized per epoch from "
+            f"(seed={seed}, epoch), valid/test binarized once with a fixed seed; labels = alphabet"
+        ),
+    )
+
+
+OMNIGLOT = DatasetSpec(
+    name="omniglot",
+    description="Omniglot 28x28 (Burda et al.), dynamic binarization: 23,000/1,345/8,070, alphabet labels",
+    event_shape=(1, 28, 28),
+    value_kind="binary",
+    binarization="dynamic",
+    variants=(
+        Variant(
+            key="mat",
+            description="Burda's chardata.mat",
+            files=(
+                FileSpec(
+                    "chardata.mat",
+                    checksums=("md5:21ecaf34373511aa7691cf2e0802aa3d",),
+                    urls=("https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat",),
+                ),
+            ),
+            parse=parse_omniglot_mat,
+            needs_scipy=True,
+        ),
+    ),
+    build=_build_omniglot,
+    has_labels=True,
+    split_sizes={"train": 23000, "valid": 1345, "test": 8070},
+)
+
+for _spec in (MNIST_STATIC, MNIST, FASHION_MNIST, CALTECH101, FREYFACES, OMNIGLOT):
+    register(_spec, replace=True)
