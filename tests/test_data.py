@@ -648,8 +648,9 @@ def test_caltech_mat_files_parse_like_the_npz(tmp_path):
     scipy_io = pytest.importorskip("scipy.io", reason="scipy not installed: .mat loaders cannot be exercised")
     z = np.load(need_file("caltech101_silhouettes28_full.npz"))
     raw = np.unpackbits(z["X"], axis=1)  # column-major, 1 = background, as in Marlin's .mat files
-    ref = catalog._parse_caltech_full_npz({"caltech101_silhouettes28_full.npz": need_file(
-        "caltech101_silhouettes28_full.npz").read_bytes()})
+    ref = catalog._parse_caltech_full_npz(
+        {"caltech101_silhouettes28_full.npz": need_file("caltech101_silhouettes28_full.npz").read_bytes()}
+    )
     # The full .mat (X: [8671, 784] double, Y: [1, 8671]); our re-creation fails the md5 check.
     scipy_io.savemat(tmp_path / "caltech101_silhouettes_28.mat", {"X": raw.astype(np.float64), "Y": z["Y"][None]})
     with pytest.raises(CorruptFile, match="md5:1432d2809e8bf111f1104a234731ddb1"):
@@ -663,7 +664,8 @@ def test_caltech_mat_files_parse_like_the_npz(tmp_path):
     mat |= {f"{k}_labels": z["Y"][s].reshape(-1, 1).astype(np.float64) for k, s in parts.items()}
     scipy_io.savemat(tmp_path / "split1.mat", mat)
     arrays = catalog._parse_caltech_split1(
-        {"caltech101_silhouettes_28_split1.mat": (tmp_path / "split1.mat").read_bytes()})
+        {"caltech101_silhouettes_28_split1.mat": (tmp_path / "split1.mat").read_bytes()}
+    )
     built = catalog.CALTECH101.build(arrays, catalog.CALTECH101.variants[0], 0)
     assert "Marlin's split1" in built.note and "NOT" not in built.note
     for split, key in (("train", "train"), ("valid", "val"), ("test", "test")):

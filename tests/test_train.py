@@ -103,3 +103,14 @@ def test_early_stopping_waits_for_warmup_then_stops(tmp_path):
     assert state.finished and state.stop_reason.startswith("early stopping")
     # beta = 1/3, 2/3 in epochs 1-2 (no counting while beta < 1); epochs 3 and 4 count: stop after 4
     assert state.epoch == 4
+
+
+def test_resume_before_the_first_checkpoint_starts_over_identically(tmp_path):
+    cfg = tiny_config("train.epochs=2")
+    runs.train(cfg, runs.new_run_dir(cfg, tmp_path / "full"))
+    early = runs.new_run_dir(cfg, tmp_path / "early")
+    (early / "config.yaml").write_text(cfg.to_yaml())
+    # killed after writing a metrics line (the last one cut short) but before any checkpoint
+    (early / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0}\n{"epoch": 2, "tr')
+    runs.train(cfg, early, resume=True)
+    assert metric_rows(early) == metric_rows(tmp_path / "full")

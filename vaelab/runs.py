@@ -119,8 +119,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, device: str | None =
     run = build_run(cfg, run_dir, device)
     check_data(run.model, run.dataset)
     trainer = Trainer(cfg, run_dir, run.model, run.dataset, run.device)
-    if resume and not trainer.resume():
-        torch.manual_seed(cfg.seed)  # nothing saved yet: start over exactly as a fresh run would
+    if resume:
+        trainer.resume()  # with no checkpoint yet, the freshly seeded model starts over as a new run would
     trainer.fit()
     best = run_dir / "best.safetensors"
     if best.is_file():

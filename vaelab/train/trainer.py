@@ -97,16 +97,15 @@ class Trainer:
 
     # --- resume -----------------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Load the latest checkpoint if there is one; drop metrics lines written after it."""
+        """Load the latest checkpoint if there is one, and drop metrics lines written after it (a run
+        killed between its metrics line and its checkpoint repeats that epoch, with the same numbers)."""
         ckpt = latest_checkpoint(self.ckpt_dir)
-        if ckpt is None:
-            return False
-        self.state = TrainState(**load_checkpoint(ckpt, self.model, self.optimizer))
+        if ckpt is not None:
+            self.state = TrainState(**load_checkpoint(ckpt, self.model, self.optimizer))
         if self.metrics_path.is_file() and self.rank == 0:
-            lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["epoch"] <= self.state.epoch]
-            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
-        return True
+            kept = [row for row in _read_jsonl(self.metrics_path) if row["epoch"] <= self.state.epoch]
+            self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        return ckpt is not None
 
     # --- one epoch --------------------------------------------------------------------------------------
     def _weights(self, epoch: int) -> tuple[float, float]:
@@ -248,6 +247,17 @@ class Trainer:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(k, v, row["epoch"])
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The complete JSON lines of `path` (a line cut short by a kill is dropped)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
