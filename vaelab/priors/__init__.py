@@ -1,6 +1,7 @@
 """Priors p(z) over the latent vector."""
 
 from vaelab.priors.base import Prior
+from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
 from vaelab.priors.standard_normal import StandardNormal
 
-__all__ = ["Prior", "StandardNormal"]
+__all__ = ["MixtureOfGaussians", "Prior", "StandardNormal"]
