@@ -61,3 +61,61 @@ def test_standard_normal_kl_matches_monte_carlo():
     z = q.sample((40000,))
     mc = q.log_prob(z) - prior.log_prob(z)
     assert ((prior.kl(q) - mc.mean(0)).abs() < 4 * mc.std(0) / 200).all()
+
+
+def _vamp_model(**prior_options):
+    from vaelab.build import build_model
+    from vaelab.config import load_config
+
+    cfg = load_config(
+        None,
+        [
+            "model.latent_dim=3",
+            "model.encoder={type: mlp, hidden: [16]}",
+            "model.decoder={type: mlp, hidden: [16]}",
+            "model.prior=" + str({"type": "vampprior", **prior_options}).replace("'", ""),
+        ],
+    )
+    train = torch.bernoulli(torch.full((50, 1, 4, 4), 0.3))
+    return build_model(cfg.model, (1, 4, 4), train_data=train).double(), train
+
+
+def test_vampprior_density_equals_brute_force_mixture():
+    model, _ = _vamp_model(components=6, learn_weights=True)
+    with torch.no_grad():
+        model.prior.logits.copy_(torch.randn(6))
+    z = torch.randn(4, 5, 3, dtype=torch.float64)
+    u = model.prior.pseudo_inputs
+    # brute force: log sum_k w_k q(z | u_k), one component at a time
+    w = torch.softmax(model.prior.logits, 0)
+    dens = sum(w[k] * model.posterior(u[k : k + 1]).log_prob(z[..., None, :]).squeeze(-1).exp() for k in range(6))
+    torch.testing.assert_close(model.prior.log_prob(z), dens.log())
+
+
+def test_vampprior_variants_and_sampling():
+    model, train = _vamp_model(components=5, init="data", learn_inputs=False)
+    assert not any(n.startswith("prior.raw_inputs") for n, _ in model.named_parameters())  # "VampPrior data"
+    assert all(any(torch.equal(u, t) for t in train) for u in model.prior.pseudo_inputs)
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(n.startswith("prior.") and "encoder" in n for n in names)  # the encoder is not owned twice
+    assert model.prior.sample(7).shape == (7, 3)
+    assert model.sample(7).shape == (7, 1, 4, 4)
+    learned, _ = _vamp_model(components=5)
+    u = learned.prior.pseudo_inputs
+    assert u.min() >= 0 and u.max() <= 1 and abs(float(u.mean().detach()) - 0.05) < 0.01
+
+
+def test_vampprior_samples_follow_its_density():
+    """E_p[z] and E_p[z^2] by sampling agree with self-normalised importance sampling of the density."""
+    model, _ = _vamp_model(components=4, learn_weights=True)
+    with torch.no_grad():
+        model.prior.raw_inputs.uniform_(0, 1)  # distinct components
+        model.prior.logits.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+        z = model.prior.sample(40000)
+        ref = torch.randn(400000, 3, dtype=torch.float64) * 3
+        log_ratio = model.prior.log_prob(ref) - Independent(Normal(torch.zeros(3).double(), 3.0), 1).log_prob(ref)
+        w = torch.softmax(log_ratio, 0)
+    for fz, fref in ((z, ref), (z.square(), ref.square())):
+        by_sampling, by_density = fz.mean(0), (w[:, None] * fref).sum(0)
+        se = fz.std(0) / 200  # sqrt(40000); the IS side, with 10x the samples and ESS > 10%, adds less
+        assert ((by_sampling - by_density).abs() < 5 * se).all(), (by_sampling, by_density, se)

@@ -91,7 +91,8 @@ def build_run(cfg: Config, path: Path, device: str | None = None) -> Run:
     torch.manual_seed(cfg.seed)
     dev = resolve_device(device or cfg.device)
     dataset = load_dataset(cfg.data.name, path=cfg.data.path, seed=cfg.data.seed)
-    model = build_model(cfg.model, dataset.event_shape).to(dev)
+    train_data = dataset.split("train")[: cfg.data.subset] if cfg.data.subset else dataset.split("train")
+    model = build_model(cfg.model, dataset.event_shape, train_data=train_data).to(dev)
     return Run(path, cfg, model, dataset, dev)
 
 

@@ -3,5 +3,6 @@
 from vaelab.priors.base import Prior
 from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
 from vaelab.priors.standard_normal import StandardNormal
+from vaelab.priors.vampprior import VampPrior
 
-__all__ = ["MixtureOfGaussians", "Prior", "StandardNormal"]
+__all__ = ["MixtureOfGaussians", "Prior", "StandardNormal", "VampPrior"]

@@ -1,0 +1,120 @@
+"""VampPrior (Tomczak & Welling 2018): p(z) = sum_k w_k q(z | u_k), a mixture of the variational posterior
+at K learned pseudo-inputs u_k (eq. 9; eq. 16 with learned weights w; uniform w_k = 1/K otherwise).
+
+The K encoder passes over the pseudo-inputs happen once per `log_prob` call, i.e. once per batch of
+samples `[*S, B, D]`, not once per sample. When q is a diagonal Gaussian the mixture density is evaluated
+with matmuls (`vaelab.distributions.gaussian_mixture`), so K = 500 costs two small GEMMs per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from vaelab.distributions.gaussian_mixture import diagonal_gaussian_components_log_prob
+from vaelab.errors import ConfigError
+from vaelab.priors.base import Prior
+from vaelab.registry import PRIORS
+
+
+class VampPrior(Prior):
+    """Mixture of `posterior(u_k)` over pseudo-inputs `u` `[K, *event]`.
+
+    Args:
+        posterior: maps inputs `[K, *event]` to q(z | u) with batch `[K]`; the model's encoder and family
+            (held by reference, not as submodules: their weights belong to the model).
+        pseudo_inputs: initial `[K, *event]` values in the data range [0, 1].
+        learn_inputs: learn the pseudo-inputs (VampPrior) or keep them fixed ("VampPrior data").
+        learn_weights: learn mixture weights (eq. 16) instead of 1/K.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        posterior: Callable[[Tensor], Distribution],
+        pseudo_inputs: Tensor,
+        learn_inputs: bool = True,
+        learn_weights: bool = False,
+    ) -> None:
+        super().__init__(latent_dim)
+        object.__setattr__(self, "_posterior", posterior)  # not a submodule: no second copy of its weights
+        if learn_inputs:
+            self.raw_inputs = nn.Parameter(pseudo_inputs.clone())
+        else:
+            self.register_buffer("raw_inputs", pseudo_inputs.clone())
+        self.logits = nn.Parameter(torch.zeros(pseudo_inputs.shape[0])) if learn_weights else None
+
+    @property
+    def pseudo_inputs(self) -> Tensor:
+        """u `[K, *event]`, kept in the data range [0, 1] by a hardtanh as in the paper's code."""
+        return F.hardtanh(self.raw_inputs, 0.0, 1.0)
+
+    @property
+    def components(self) -> int:
+        return self.raw_inputs.shape[0]
+
+    def mixture(self) -> tuple[Distribution, Tensor | None]:
+        """q(z | u_k) with batch `[K]`, and the normalised log-weights `[K]` (None when uniform)."""
+        weights = None if self.logits is None else torch.log_softmax(self.logits, 0)
+        return self._posterior(self.pseudo_inputs), weights
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) `[*S]` for `z` `[*S, D]`: one encoder pass over the K pseudo-inputs per call."""
+        q, log_w = self.mixture()
+        if hasattr(q, "loc") and hasattr(q, "log_scale"):  # diagonal Gaussian: the matmul form
+            comp = diagonal_gaussian_components_log_prob(z, q.loc, 2 * q.log_scale)
+        else:  # any family: broadcast z against the K components ([*S, K, D] intermediate)
+            comp = q.log_prob(z.unsqueeze(-2))
+        if log_w is None:
+            return torch.logsumexp(comp, -1) - math.log(self.components)
+        return torch.logsumexp(comp + log_w, -1)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """z `[n, D]`: components k ~ w, then z ~ q(z | u_k) (one encoder pass over the n chosen inputs)."""
+        probs = torch.ones(self.components, device=self.raw_inputs.device)
+        if self.logits is not None:
+            probs = torch.softmax(self.logits, 0)
+        k = torch.multinomial(probs, n, replacement=True)
+        return self._posterior(self.pseudo_inputs[k]).sample()
+
+
+def initial_pseudo_inputs(
+    components: int, event_shape: tuple[int, ...], init: str, train_data: Tensor | None, mean: float, std: float
+) -> Tensor:
+    """Random N(mean, std^2) pixels (the paper's code: 0.05, 0.01 for binary MNIST) or `components`
+    random training images (`init: data`, drawn with the global RNG, hence seeded by the run)."""
+    if init == "random":
+        return mean + std * torch.randn(components, *event_shape)
+    if init == "data":
+        if train_data is None:
+            raise ConfigError("prior vampprior with init: data needs the training data; build the model through a run")
+        if train_data.shape[0] < components:
+            raise ConfigError(
+                f"vampprior asks for {components} pseudo-inputs but the training set has {train_data.shape[0]}"
+            )
+        idx = torch.randperm(train_data.shape[0])[:components]
+        return train_data[idx].float().clone()
+    raise ConfigError(f"vampprior init must be 'random' or 'data', not {init!r}")
+
+
+@PRIORS.register("vampprior")
+def _vampprior(
+    latent_dim: int,
+    event_shape: tuple[int, ...],
+    posterior: Callable[[Tensor], Distribution],
+    train_data: Tensor | None = None,
+    components: int = 500,
+    init: str = "random",
+    init_mean: float = 0.05,
+    init_std: float = 0.01,
+    learn_inputs: bool = True,
+    learn_weights: bool = False,
+) -> VampPrior:
+    u = initial_pseudo_inputs(components, event_shape, init, train_data, init_mean, init_std)
+    return VampPrior(latent_dim, posterior, u, learn_inputs, learn_weights)
