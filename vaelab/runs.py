@@ -174,8 +174,9 @@ def evaluate(
 
 
 def sample(run: Run, n: int = 100, out: Path | None = None, seed: int = 0, split: str = "test") -> list[Path]:
-    """Write `samples.png` (n draws from the model) and `reconstructions.png` (50 seeded random images of
-    `split` above their reconstructions) into `out` (default: the run directory)."""
+    """Write `samples.png` (n draws from the model), `reconstructions.png` (50 seeded random images of
+    `split` above their reconstructions) and, for a VampPrior, `pseudo_inputs.png` (the first 100) into
+    `out` (default: the run directory)."""
     out = Path(out) if out else run.path
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -184,7 +185,11 @@ def sample(run: Run, n: int = 100, out: Path | None = None, seed: int = 0, split
     pick = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:50]
     x = data[pick].to(run.device)
     recon = run.model.reconstruct(x).cpu()
-    return [
+    paths = [
         save_image_grid(samples, out / "samples.png"),
         save_reconstructions(x.cpu(), recon, out / "reconstructions.png"),
     ]
+    pseudo_inputs = getattr(run.model.prior, "pseudo_inputs", None)
+    if pseudo_inputs is not None:  # VampPrior: what the learned pseudo-inputs look like
+        paths.append(save_image_grid(pseudo_inputs.detach()[:100].cpu(), out / "pseudo_inputs.png"))
+    return paths
