@@ -1,0 +1,56 @@
+"""MCMC: batched HMC with per-chain step-size adaptation, AIS (forward and reverse), BDMC, annealing schedules.
+
+Chains and data points share one tensor `z` `[C, B, D]`; targets are functions `[C, B, D]` -> `[C, B]`.
+"""
+
+from vaelab.mcmc.ais import (
+    AISResult,
+    AnnealingPath,
+    GeometricPath,
+    PriorPath,
+    ais,
+    anneal,
+    model_path,
+    posterior_path,
+    reverse_ais,
+)
+from vaelab.mcmc.bdmc import BDMCResult, bdmc, simulate
+from vaelab.mcmc.hmc import (
+    HMCRun,
+    HMCStep,
+    StepSizeAdaptation,
+    hmc,
+    hmc_step,
+    leapfrog,
+    value_and_grad,
+)
+from vaelab.mcmc.schedules import SCHEDULES, as_schedule, custom, geometric, linear, make_schedule, sigmoidal
+
+__all__ = [
+    "SCHEDULES",
+    "AISResult",
+    "AnnealingPath",
+    "BDMCResult",
+    "GeometricPath",
+    "HMCRun",
+    "HMCStep",
+    "PriorPath",
+    "StepSizeAdaptation",
+    "ais",
+    "anneal",
+    "as_schedule",
+    "bdmc",
+    "custom",
+    "geometric",
+    "hmc",
+    "hmc_step",
+    "leapfrog",
+    "linear",
+    "make_schedule",
+    "model_path",
+    "posterior_path",
+    "reverse_ais",
+    "sigmoidal",
+    "simulate",
+    "value_and_grad",
+]
