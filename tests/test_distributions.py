@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
+from vaelab.distributions import DiagonalNormal
 from vaelab.posteriors import DiagonalGaussian
-from vaelab.posteriors.diagonal_gaussian import DiagonalNormal
 
 
 def _pair(batch=(4, 3), d=5, seed=0, dtype=torch.float64):

@@ -1,5 +1,6 @@
 """Distributions that `torch.distributions` lacks."""
 
+from vaelab.distributions.diagonal_normal import DiagonalNormal
 from vaelab.distributions.discretized_logistic import DiscretizedLogistic
 
-__all__ = ["DiscretizedLogistic"]
+__all__ = ["DiagonalNormal", "DiscretizedLogistic"]
