@@ -134,7 +134,8 @@ def _print_eval(r: dict) -> None:
     print(
         f"{r['dataset']} {r['split']} ({r['n']} examples): "
         f"log p(x) ~ {r['log_likelihood']:.2f} +- {r['log_likelihood_se']:.2f} (IS, k={r['is_samples']}), "
-        f"ELBO {r['elbo']:.2f} +- {r['elbo_se']:.2f}, active units {r['active_units']}/{r['latent_dim']}"
+        f"({r['bits_per_dim']:.3f} bits/dim), ELBO {r['elbo']:.2f} +- {r['elbo_se']:.2f}, "
+        f"active units {r['active_units']}/{r['latent_dim']}"
     )
 
 
