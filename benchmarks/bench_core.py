@@ -16,7 +16,6 @@ a fraction of the measured fp32 matmul peak.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import tempfile
@@ -222,14 +221,7 @@ def load_warning() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short smoke run")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--cpu-clock", action="store_true", help="time by thread CPU time (needs --threads 1)")
-    p.add_argument("--points", type=int, default=None, help="test points for IS evaluation (default 200)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per workload (default 7; quick 3)")
-    args = p.parse_args(argv)
-    common.setup_threads(args.threads, args.cpu_clock)
+    args = common.parse_args(__doc__.split("\n\n")[0], points=200, repeats=7, argv=argv)
     print(f"machine: {common.machine_line()}")
     load_warning()
     peak = Peak(args.quick)

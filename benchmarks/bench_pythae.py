@@ -17,7 +17,6 @@ MNIST; the same torch Adam (pythae's trainer builds `torch.optim.Adam(params, lr
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -126,14 +125,7 @@ def best_get_nll_setting(model, test: torch.Tensor, quick: bool) -> tuple[int, b
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short smoke run")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--cpu-clock", action="store_true", help="time by thread CPU time (needs --threads 1)")
-    p.add_argument("--points", type=int, default=None, help="test points for IS evaluation (default 40)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per workload (default 5; quick 3)")
-    args = p.parse_args(argv)
-    common.setup_threads(args.threads, args.cpu_clock)
+    args = common.parse_args(__doc__.split("\n\n")[0], points=40, repeats=5, argv=argv)
     from importlib.metadata import version
 
     print(f"machine: {common.machine_line()}; pythae {version('pythae')}")

@@ -7,6 +7,7 @@ twice the forward (gradients with respect to the inputs and to the weights), i.e
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -24,6 +25,19 @@ IS_SAMPLES = 5000
 
 
 _clock = time.perf_counter
+
+
+def parse_args(description: str, points: int, repeats: int, argv: list[str] | None = None) -> argparse.Namespace:
+    """The options both benchmark scripts take; `points` and `repeats` are their full-run defaults."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="short smoke run")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--cpu-clock", action="store_true", help="time by thread CPU time (needs --threads 1)")
+    p.add_argument("--points", type=int, default=None, help=f"test points for IS evaluation (default {points})")
+    p.add_argument("--repeats", type=int, default=None, help=f"timed repeats per workload (default {repeats}; quick 3)")
+    args = p.parse_args(argv)
+    setup_threads(args.threads, args.cpu_clock)
+    return args
 
 
 def setup_threads(threads: int | None = None, cpu_clock: bool = False) -> int:
