@@ -21,7 +21,8 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...], train_data: Tens
     """encoder -> posterior family -> prior -> decoder -> likelihood, as `cfg` names them. `train_data`
     `[N, *event]` is offered to components that initialise from data (VampPrior's `init: data`)."""
     options = {k: v for k, v in vars(cfg).items()}
-    kind = options.pop("type", "vae")
+    kind = options.pop("type")
+    options.update(options.pop("options"))
     return MODELS.build(kind, options, event_shape=tuple(event_shape), train_data=train_data)
 
 

@@ -33,12 +33,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    type: str = "vae"  # a MODELS registry entry: vae, hvae, ...
     latent_dim: int = 40
     encoder: dict = field(default_factory=lambda: {"type": "gated_mlp", "hidden": [300, 300]})
     decoder: dict = field(default_factory=lambda: {"type": "gated_mlp", "hidden": [300, 300]})
     posterior: dict = field(default_factory=lambda: {"type": "diagonal_gaussian"})
     prior: dict = field(default_factory=lambda: {"type": "standard_normal"})
     likelihood: dict = field(default_factory=lambda: {"type": "bernoulli"})
+    options: dict = field(default_factory=dict)  # the model type's own options (e.g. hvae: latent_dim2)
 
 
 @dataclass
