@@ -2,5 +2,6 @@
 
 from vaelab.distributions.diagonal_normal import DiagonalNormal
 from vaelab.distributions.discretized_logistic import DiscretizedLogistic
+from vaelab.distributions.mixture import ReparameterizedMixture
 
-__all__ = ["DiagonalNormal", "DiscretizedLogistic"]
+__all__ = ["DiagonalNormal", "DiscretizedLogistic", "ReparameterizedMixture"]

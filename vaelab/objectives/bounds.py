@@ -46,9 +46,11 @@ class LogWeights:
 
 
 def sample_log_weights(model, x: Tensor, samples: int, q: Distribution | None = None) -> tuple[LogWeights, Tensor]:
-    """Draw `samples` reparameterised z ~ q(z | x) `[S, B, D]` and return their log-weight parts and z."""
+    """Draw `samples` z ~ q(z | x) `[S, B, D]` and return their log-weight parts and z. The draws are
+    reparameterised; a family without `rsample` (a mixture) is sampled plainly, which is allowed only where no
+    gradient is taken (evaluation): training it needs a stratified objective."""
     q = model.posterior(x) if q is None else q
-    z = q.rsample((samples,))
+    z = q.rsample((samples,)) if q.has_rsample or torch.is_grad_enabled() else q.sample((samples,))
     return LogWeights(model.log_likelihood(x, z), model.prior.log_prob(z), q.log_prob(z)), z
 
 

@@ -2,5 +2,6 @@
 
 from vaelab.posteriors.base import PosteriorFamily
 from vaelab.posteriors.diagonal_gaussian import DiagonalGaussian
+from vaelab.posteriors.full_covariance import FullCovarianceGaussian, cholesky_factor
 
-__all__ = ["DiagonalGaussian", "PosteriorFamily"]
+__all__ = ["DiagonalGaussian", "FullCovarianceGaussian", "PosteriorFamily", "cholesky_factor"]
