@@ -1,0 +1,294 @@
+"""The two-level hierarchical VAE of the VampPrior paper (Tomczak & Welling 2018, sec. 4, eqs. 10-15):
+
+    q(z1, z2 | x) = q(z1 | x, z2) q(z2 | x)                  (eq. 10, Gaussians eqs. 14-15)
+    p(x, z1, z2)  = p(x | z1, z2) p(z1 | z2) p(z2)           (eq. 11, p(z1 | z2) Gaussian eq. 13)
+
+with p(z2) any registered prior (standard normal, mixture of Gaussians, or the VampPrior of eq. 12, a mixture
+of q(z2 | u_k)). The latent is the concatenation z = [z1, z2] `[*S, B, D1 + D2]`, so every estimator that
+works through `posterior(x)`, `log_likelihood(x, z)`, `prior.log_prob(z)` and `sample(n)` runs unchanged:
+`posterior(x)` draws z2 then z1 (reparameterised, batched over samples) and its `log_prob` is
+log q(z2 | x) + log q(z1 | x, z2); the prior's is log p(z1 | z2) + log p(z2); the decoder reads both z1 and z2.
+With a PixelCNN decoder (`PixelHVAE`) p(x | z1, z2) is autoregressive in x.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Size, Tensor, nn
+from torch.distributions import Distribution, constraints
+
+from vaelab.errors import ConfigError
+from vaelab.likelihoods import Likelihood
+from vaelab.models.vae import VAE
+from vaelab.nets.pixelcnn import PixelCNN
+from vaelab.posteriors import PosteriorFamily
+from vaelab.priors import Prior
+from vaelab.registry import LIKELIHOODS, MODELS, NETWORKS, POSTERIORS, PRIORS
+
+
+class Join(nn.Module):
+    """A network of two inputs, joint([net_a(a), net_b(b)]) (the VampPrior code's q(z1 | x, z2) and
+    p(x | z1, z2) bodies). Inputs `[*Sa, Fa]`, `[*Sb, Fb]` whose leading dimensions broadcast to `[*S]`;
+    output `[*S, out_features]`. `joint=None` returns the concatenated branch features."""
+
+    def __init__(self, net_a: nn.Module, net_b: nn.Module, joint: nn.Module | None = None) -> None:
+        super().__init__()
+        self.net_a, self.net_b, self.joint = net_a, net_b, joint
+        width = net_a.out_features + net_b.out_features
+        self.out_features = joint.out_features if joint is not None else width
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.combine(self.net_a(a), b)
+
+    def combine(self, ha: Tensor, b: Tensor) -> Tensor:
+        """The output for branch-a features `ha` computed once (e.g. from x) and inputs `b` (e.g. z2 samples)."""
+        hb = self.net_b(b)
+        lead = torch.broadcast_shapes(ha.shape[:-1], hb.shape[:-1])
+        h = torch.cat([ha.expand(*lead, ha.shape[-1]), hb.expand(*lead, hb.shape[-1])], -1)
+        return h if self.joint is None else self.joint(h)
+
+
+class HierarchicalPosterior(Distribution):
+    """q(z | x) = q(z2 | x) q(z1 | x, z2) over z = [z1, z2] (eqs. 10, 14, 15): batch `[B]`, event `[D1 + D2]`.
+
+    Args:
+        q_z2: q(z2 | x), batch `[B]`, event `[D2]`.
+        q_z1: z2 `[*S, B, D2]` -> q(z1 | x, z2) with batch `[*S, B]`, event `[D1]`.
+        dim1: D1.
+
+    `rsample(S)` draws z2 ~ q(z2 | x), then z1 ~ q(z1 | x, z2), both reparameterised: `[*S, B, D1 + D2]`.
+    `log_prob(z)` = log q(z2 | x) + log q(z1 | x, z2), `[*S, B]`; for the z just drawn it reuses the
+    q(z1 | x, z2) of the draw (the estimators' rsample-then-log_prob pattern costs one pass, not two).
+    No closed-form mean or entropy: active units and the ELBO use samples.
+    """
+
+    has_rsample = True
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(self, q_z2: Distribution, q_z1: Callable[[Tensor], Distribution], dim1: int) -> None:
+        self.q_z2, self.q_z1 = q_z2, q_z1
+        self.dims = (dim1, q_z2.event_shape[-1])
+        self._last: tuple | None = None  # (z, its version counter, grad mode, q(z1 | x, z2)) of the last draw
+        super().__init__(q_z2.batch_shape, Size([sum(self.dims)]), validate_args=False)
+
+    def rsample(self, sample_shape: Size = Size()) -> Tensor:
+        z2 = self.q_z2.rsample(sample_shape)
+        q1 = self.q_z1(z2)
+        z = torch.cat([q1.rsample(), z2], -1)
+        self._last = (z, z._version, torch.is_grad_enabled(), q1)
+        return z
+
+    def _conditional(self, z: Tensor, z2: Tensor) -> Distribution:
+        last = self._last
+        if last is not None and last[0] is z and last[1] == z._version and (last[2] or not torch.is_grad_enabled()):
+            return last[3]
+        return self.q_z1(z2)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        z1, z2 = z.split(self.dims, -1)
+        return self.q_z2.log_prob(z2) + self._conditional(z, z2).log_prob(z1)
+
+    def __repr__(self) -> str:
+        return f"HierarchicalPosterior(batch_shape={tuple(self.batch_shape)}, dims={self.dims})"
+
+
+class HierarchicalPrior(Prior):
+    """p(z) = p(z1 | z2) p(z2) over z = [z1, z2] (eqs. 11-13).
+
+    Args:
+        top: p(z2) over `[D2]`, any prior.
+        net: the body of p(z1 | z2), `[*S, D2] -> [*S, F]`.
+        head: Gaussian head `[*S, F]` -> p(z1 | z2) over `[D1]` (a posterior family used as a conditional).
+    """
+
+    def __init__(self, top: Prior, net: nn.Module, head: PosteriorFamily) -> None:
+        super().__init__(head.latent_dim + top.latent_dim)
+        self.top, self.net, self.head = top, net, head
+        self.dims = (head.latent_dim, top.latent_dim)
+
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z `[*S, D1 + D2]` -> (z1 `[*S, D1]`, z2 `[*S, D2]`)."""
+        z1, z2 = z.split(self.dims, -1)
+        return z1, z2
+
+    def conditional(self, z2: Tensor) -> Distribution:
+        """p(z1 | z2) with batch `z2.shape[:-1]` (eq. 13)."""
+        return self.head(self.net(z2))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z1 | z2) + log p(z2), `[*S]`."""
+        z1, z2 = self.split(z)
+        return self.conditional(z2).log_prob(z1) + self.top.log_prob(z2)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Ancestral draws `[n, D1 + D2]`: z2 ~ p(z2), then z1 ~ p(z1 | z2)."""
+        z2 = self.top.sample(n)
+        return torch.cat([self.conditional(z2).sample(), z2], -1)
+
+    def kl(self, q: Distribution) -> None:
+        return None  # no closed form: the objectives estimate KL(q || p) by Monte Carlo
+
+    @property
+    def pseudo_inputs(self) -> Tensor | None:
+        """The VampPrior's pseudo-inputs when p(z2) is one (for `vaelab sample`'s grid), else None."""
+        return getattr(self.top, "pseudo_inputs", None)
+
+
+class HVAE(VAE):
+    """The two-level VAE; `encoder` + `posterior` give q(z2 | x), `q_z1` + `q_z1_head` give q(z1 | x, z2)
+    (`q_z1.net_a` reads x, `q_z1.net_b` reads z2), `decoder` is a `Join` of z1 and z2 whose output feeds the
+    likelihood. `latent_dim` = D1 + D2; latents are `[*S, B, D1 + D2]` = [z1, z2]."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        posterior: PosteriorFamily,
+        q_z1: Join,
+        q_z1_head: PosteriorFamily,
+        prior: HierarchicalPrior,
+        decoder: Join,
+        likelihood: Likelihood,
+    ) -> None:
+        super().__init__(encoder, posterior, prior, decoder, likelihood)
+        self.q_z1, self.q_z1_head = q_z1, q_z1_head
+        self.latent_dims = prior.dims
+
+    def posterior(self, x: Tensor) -> HierarchicalPosterior:
+        """q(z1, z2 | x) for `x` `[B, *event]`: batch `[B]`, event `[D1 + D2]`; x's branch of q(z1 | x, z2) is
+        computed once, its z2 branch once per sample."""
+        flat = x.flatten(1)
+        q_z2 = self.posterior_family(self.encoder(flat))
+        hx = self.q_z1.net_a(flat)
+        return HierarchicalPosterior(q_z2, lambda z2: self.q_z1_head(self.q_z1.combine(hx, z2)), self.latent_dims[0])
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Likelihood parameters `[*S, B, *param_shape]` of p(x | z1, z2) for z = [z1, z2] `[*S, B, D1 + D2]`."""
+        return self.decoder(*self.prior.split(z)).reshape(*z.shape[:-1], *self.likelihood.param_shape)
+
+
+class PixelHVAE(HVAE):
+    """HVAE with a PixelCNN p(x | z1, z2) (the paper's PixelHVAE): `decoder` maps (z1, z2) to conditioning
+    features `[*S, B, F]`, `pixelcnn` runs on x with them (teacher forcing) for log p(x | z), and draws x
+    pixel by pixel for `sample` and `reconstruct`."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        posterior: PosteriorFamily,
+        q_z1: Join,
+        q_z1_head: PosteriorFamily,
+        prior: HierarchicalPrior,
+        decoder: Join,
+        pixelcnn: PixelCNN,
+        likelihood: Likelihood,
+    ) -> None:
+        super().__init__(encoder, posterior, q_z1, q_z1_head, prior, decoder, likelihood)
+        self.pixelcnn = pixelcnn
+
+    def features(self, z: Tensor) -> Tensor:
+        """The PixelCNN's conditioning features `[*S, B, F]` for z = [z1, z2]."""
+        return self.decoder(*self.prior.split(z))
+
+    def decode(self, z: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "p(x | z) of a PixelCNN decoder depends on x: use log_likelihood(x, z), sample(n) or reconstruct(x)"
+        )
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x | z) = sum_i log p(x_i | x_<i, z1, z2), `[*S, B]`: one teacher-forced PixelCNN pass over
+        x repeated for every sample."""
+        h = self.features(z)
+        lead = h.shape[:-1]
+        params = self.pixelcnn(x.expand(*lead, *x.shape[1:]), h)
+        return self.likelihood.log_prob(x, params.reshape(*lead, *self.likelihood.param_shape))
+
+    def _draw(self, z: Tensor, mean: bool) -> Tensor:
+        x, params = self.pixelcnn.sample(self.features(z), self.likelihood)
+        return self.likelihood.mean(params) if mean else x
+
+    @torch.no_grad()
+    def sample(self, n: int, mean: bool = True) -> Tensor:
+        """n images `[n, *event]`: z ~ p(z), then x ~ p(x | z) pixel by pixel; `mean=True` returns each
+        pixel's conditional mean E[x_i | x_<i, z] along the drawn image instead of the draw."""
+        return self._draw(self.prior.sample(n), mean)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Conditional means (as in `sample`) along an image drawn from p(x | z) at z ~ q(z | x), `[B, *event]`."""
+        return self._draw(self.posterior(x).sample(), mean=True)
+
+
+# --- the builder ----------------------------------------------------------------------------------------------
+_Q_Z1 = {
+    "x": {"type": "gated_mlp", "hidden": [300]},
+    "z2": {"type": "gated_mlp", "hidden": [300]},
+    "joint": {"type": "gated_mlp", "hidden": [300]},
+}
+_P_X = {"z1": {"type": "gated_mlp", "hidden": [300]}, "z2": {"type": "gated_mlp", "hidden": [300]}}
+_P_Z1 = {"type": "gated_mlp", "hidden": [300, 300]}
+
+
+def _sections(name: str, given: dict | None, defaults: dict) -> dict:
+    """`given` network sections over `defaults`; ConfigError for unknown parts or a missing `type`."""
+    given = dict(given or {})
+    for key, section in given.items():
+        if key not in defaults:
+            raise ConfigError(f"model.options.{name} has no part {key!r}; its parts: {', '.join(defaults)}")
+        if not isinstance(section, dict) or "type" not in section:
+            raise ConfigError(f"model.options.{name}.{key} must be a network section with a 'type' key")
+    return {**defaults, **given}
+
+
+@MODELS.register("hvae")
+def _hvae(
+    event_shape: tuple[int, ...],
+    latent_dim: int,
+    encoder: dict,
+    decoder: dict,
+    posterior: dict,
+    prior: dict,
+    likelihood: dict,
+    train_data: Tensor | None = None,
+    latent_dim2: int = 40,
+    q_z1: dict | None = None,
+    p_z1: dict | None = None,
+    p_x: dict | None = None,
+) -> HVAE:
+    """HVAE from the model section: `latent_dim` is D1 (z1), `options.latent_dim2` D2 (z2); `encoder` is the
+    body of q(z2 | x); `posterior` the Gaussian head of q(z2 | x), q(z1 | x, z2) and p(z1 | z2); `prior` is p(z2);
+    `decoder` the joint part of p(x | z1, z2) (a `pixelcnn` gives a PixelHVAE). Options `q_z1: {x, z2, joint}`,
+    `p_z1` and `p_x: {z1, z2}` are the other networks (defaults: the paper's gated MLPs with 300 units)."""
+    from vaelab.build import Amortized, _split  # here, not at the top: vaelab.build imports this package
+
+    q_z1, p_x = _sections("q_z1", q_z1, _Q_Z1), _sections("p_x", p_x, _P_X)
+    if p_z1 is not None and (not isinstance(p_z1, dict) or "type" not in p_z1):
+        raise ConfigError("model.options.p_z1 must be a network section with a 'type' key")
+    p_z1 = p_z1 or _P_Z1
+    d1, d2, data_dim = latent_dim, latent_dim2, math.prod(event_shape)
+
+    def net(section: dict, n_in: int, n_out: int | None = None) -> nn.Module:
+        return NETWORKS.build(*_split(section), in_features=n_in, out_features=n_out, event_shape=event_shape)
+
+    def head(n_in: int, latent: int) -> PosteriorFamily:
+        return POSTERIORS.build(*_split(posterior), in_features=n_in, latent_dim=latent)
+
+    lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
+    enc = net(encoder, data_dim)  # q(z2 | x)
+    post2 = head(enc.out_features, d2)
+    qx, qz = net(q_z1["x"], data_dim), net(q_z1["z2"], d2)  # q(z1 | x, z2)
+    q1 = Join(qx, qz, net(q_z1["joint"], qx.out_features + qz.out_features))
+    top = PRIORS.build(
+        *_split(prior), latent_dim=d2, event_shape=event_shape, posterior=Amortized(enc, post2), train_data=train_data
+    )
+    body = net(p_z1, d2)  # p(z1 | z2)
+    pri = HierarchicalPrior(top, body, head(body.out_features, d1))
+    b1, b2 = net(p_x["z1"], d1), net(p_x["z2"], d2)  # p(x | z1, z2)
+    dec = net(decoder, b1.out_features + b2.out_features, lik.num_outputs)
+    if getattr(dec, "autoregressive", False):
+        return PixelHVAE(enc, post2, q1, head(q1.out_features, d1), pri, Join(b1, b2), dec, lik)
+    return HVAE(enc, post2, q1, head(q1.out_features, d1), pri, Join(b1, b2, dec), lik)
