@@ -1,0 +1,304 @@
+"""`vaelab sweep`: train and evaluate one config over a grid of settings, and tabulate the results (the K x T
+studies of SIWAE Fig. 4-5 and C.7: components K x samples per component T x objective).
+
+    vaelab sweep configs/siwae/toy_abs_narrow.yaml --budget quick \\
+        --grid posterior.components=1,2,4 --grid objective.options.samples=1,5 --objectives selbo,siwae
+
+Each grid point is a run directory `OUT/<objective>-<name>=<value>-...` made by `runs.train` and evaluated by
+`runs.evaluate` (IS log-likelihood; for mixtures the SIWAE evidence with the same draws; for classifiers
+accuracy and calibration): whatever numbers a run's `eval-<split>.json` holds become columns, so the table
+takes in metrics other evaluators add. A point whose `eval-<split>.json` exists is reused; one whose training
+was interrupted is resumed. Writes `OUT/sweep.csv`, `OUT/sweep.md` and `OUT/sweep.png` (the metric against
+the first grid axis, one line per objective and value of the other axes).
+
+Grid keys are dotted config keys as for `--set`; a key whose first part is a `model` section (`posterior`,
+`prior`, `encoder`, ...) or `latent_dim` may leave out the leading `model.`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaelab.config import Config, ModelConfig, load_config
+from vaelab.errors import ConfigError
+
+DEFAULT_METRICS = ("siwae_log_likelihood", "log_likelihood", "accuracy")
+
+
+@dataclasses.dataclass
+class Axis:
+    """One grid axis: a dotted config key and its values (read as YAML)."""
+
+    key: str
+    values: list
+
+    @property
+    def label(self) -> str:
+        """The column name: the key's last part (`components`, `samples`), unless it is `type`."""
+        parts = self.key.split(".")
+        return parts[-1] if parts[-1] not in ("type", "options") else ".".join(parts[-2:])
+
+
+def parse_axis(text: str) -> Axis:
+    """'posterior.components=1,2,5' -> Axis('model.posterior.components', [1, 2, 5])."""
+    if "=" not in text:
+        raise ConfigError(f"--grid expects key=v1,v2,... (e.g. model.posterior.components=1,2,5), got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if key.split(".")[0] not in sections and key.split(".")[0] in {f.name for f in dataclasses.fields(ModelConfig)}:
+        key = f"model.{key}"
+    values = [_number_or_value(yaml.safe_load(v)) for v in raw.split(",") if v.strip()]
+    if not values:
+        raise ConfigError(f"--grid {key}: give at least one value")
+    return Axis(key, values)
+
+
+def _number_or_value(v: Any) -> Any:
+    """YAML 1.1 reads '1e-3' as a string; read it as the number it is."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _value_text(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def grid_points(axes: list[Axis], objectives: list[str | None]) -> list[dict[str, Any]]:
+    """The product of the objectives and the axes' values: one dict `{key: value}` per run (objective.type
+    included when objectives are given)."""
+    points = []
+    for objective in objectives:
+        for values in itertools.product(*(a.values for a in axes)):
+            point = {} if objective is None else {"objective.type": objective}
+            point.update({a.key: v for a, v in zip(axes, values, strict=True)})
+            points.append(point)
+    return points
+
+
+def point_name(point: dict[str, Any], axes: list[Axis]) -> str:
+    parts = [str(point["objective.type"])] if "objective.type" in point else []
+    parts += [f"{a.label}={_value_text(point[a.key])}" for a in axes]
+    name = "-".join(parts) or "run"
+    return "".join(c if c.isalnum() or c in "-_=.," else "_" for c in name)
+
+
+def _numbers(d: dict, prefix: str = "") -> dict[str, float | int]:
+    """The numeric leaves of a (nested) eval result, nested keys joined by '.'."""
+    out: dict[str, float | int] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_numbers(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> dict:
+    """Train (or resume, or reuse) the run in `run_dir` and return its `eval-<split>.json` contents."""
+    from vaelab import runs
+    from vaelab.train import latest_checkpoint
+
+    result_path = run_dir / f"eval-{split}.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    resume = (run_dir / "config.yaml").is_file() and latest_checkpoint(run_dir / "checkpoints") is not None
+    if resume:
+        saved, wanted = runs.read_run_config(run_dir).to_dict(), cfg.to_dict()
+        saved["train"]["progress"] = wanted["train"]["progress"]  # how it is shown is not part of the run
+        if saved != wanted:
+            raise ConfigError(
+                f"{run_dir} holds a run of another config; remove it or choose another --out to start the sweep afresh"
+            )
+    else:
+        run_dir = runs.new_run_dir(cfg, run_dir, overwrite=True)  # no checkpoint: nothing worth keeping
+    run = runs.train(cfg, run_dir, resume=resume)
+    e = cfg.eval
+    return runs.evaluate(
+        run, split, e.is_samples, e.subset, e.batch_size, e.max_elements, progress, e.predictive_samples
+    )
+
+
+def run_sweep(
+    config: str | Path,
+    axes: list[Axis],
+    objectives: list[str] | None = None,
+    budget: str | None = None,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
+    split: str | None = None,
+    metric: str | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], Path]:
+    """Run every grid point (sequentially), then write sweep.csv, sweep.md and sweep.png into `out`; returns the
+    table's rows and `out`."""
+    points = grid_points(axes, objectives or [None])
+    cfgs = []
+    for point in points:
+        sets = [f"{k}={_value_text(v)}" for k, v in point.items()]
+        cfg = load_config(config, [*(overrides or []), *sets], budget)
+        cfg.train.progress = progress
+        cfgs.append(cfg)
+    base = cfgs[0].name
+    out = Path(out) if out else Path("runs") / f"{base}-sweep"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True)):
+        name = point_name(point, axes)
+        cfg.name = f"{cfg.name}-{name}"
+        print(f"[{i + 1}/{len(points)}] {name}", file=sys.stderr)
+        result = run_point(cfg, out / name, split or cfg.eval.split, progress)
+        row = {"run": name}
+        if "objective.type" in point:
+            row["objective"] = point["objective.type"]
+        row.update({a.label: point[a.key] for a in axes})
+        row.update({(f"eval.{k}" if k in row else k): v for k, v in _numbers(result).items()})
+        rows.append(row)
+    write_table(rows, out, grid=["objective"] * bool(objectives) + [a.label for a in axes])
+    metric = metric or next((m for m in DEFAULT_METRICS if any(m in r for r in rows)), None)
+    if metric is not None:
+        write_figure(rows, axes, metric, out / "sweep.png", title=f"{base} ({cfgs[0].eval.split} split)")
+    return rows, out
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return cols
+
+
+def write_table(rows: list[dict], out: Path, grid: list[str]) -> tuple[Path, Path]:
+    """sweep.csv (every column) and sweep.md (the `grid` columns and the main metrics)."""
+    cols = _columns(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "sweep.csv").write_text(buf.getvalue())
+    main = [
+        c
+        for c in cols
+        if c in grid
+        or c.split(".")[-1]
+        in (
+            "siwae_log_likelihood",
+            "siwae_log_likelihood_se",
+            "log_likelihood",
+            "log_likelihood_se",
+            "elbo",
+            "accuracy",
+            "ece",
+            "active_units",
+        )
+    ]
+    lines = ["| " + " | ".join(main) + " |", "|" + "---|" * len(main)]
+    for r in rows:
+        cells = [_fmt(r.get(c, "")) for c in main]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    return out / "sweep.csv", out / "sweep.md"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def write_figure(rows: list[dict], axes: list[Axis], metric: str, path: Path, title: str = "") -> Path:
+    """`metric` against the first axis (numeric values on a log axis), one line per objective and combination
+    of the other axes' values."""
+    from vaelab.viz.curves import save_curves
+
+    first = axes[0].label if axes else None
+    series: dict[str, tuple[list, list]] = {}
+    for r in rows:
+        if metric not in r:
+            continue
+        label = (
+            ", ".join(
+                [str(r["objective"])] * ("objective" in r) + [f"{a.label}={_value_text(r[a.label])}" for a in axes[1:]]
+            )
+            or metric
+        )
+        x = r[first] if first else r["run"]
+        x = float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
+        series.setdefault(label, ([], []))
+        series[label][0].append(x)
+        series[label][1].append(r[metric])
+    xs = sorted({v for x, _ in series.values() for v in x}, key=str)
+    if xs and all(isinstance(v, float) for v in xs):  # grid values: plain ticks, a log axis when they span 4x
+        xs = sorted(xs)
+        logx = xs[0] > 0 and xs[-1] / xs[0] >= 4
+        return save_curves(series, path, first, metric, title=title, logx=logx, xticks=xs)
+    return save_curves(series, path, first or "run", metric, title=title)
+
+
+def add_parser(sub, add_common) -> None:
+    """The `sweep` subcommand's parser."""
+    s = sub.add_parser(
+        "sweep",
+        help="train and evaluate a config over a grid of settings (e.g. mixture components x samples x objective)",
+        description="Train one run per grid point (the product of every --grid axis and --objectives), evaluate each "
+        "on the config's eval split, and write OUT/sweep.csv, OUT/sweep.md and OUT/sweep.png. Every number in a "
+        "run's eval-<split>.json becomes a column (log-likelihoods, SIWAE evidence, accuracy, ECE, ...). Finished "
+        "points are reused and interrupted ones resumed, so rerunning the command continues a sweep.",
+        epilog="Example: vaelab sweep configs/siwae/toy_abs_narrow.yaml --budget quick --grid "
+        "posterior.components=1,2,4 --grid objective.options.samples=1,5 --objectives selbo,siwae",
+    )
+    s.add_argument("config", help="YAML config file")
+    s.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a grid axis: dotted config key and comma-separated values; 'model.' may be left out of model keys "
+        "(repeatable; the first axis is the figure's x axis)",
+    )
+    s.add_argument("--objectives", help="comma-separated objective types, one more grid axis (e.g. selbo,siwae)")
+    s.add_argument("--budget", help="a budget the config defines, e.g. quick")
+    s.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
+    )
+    s.add_argument("--out", help="sweep directory (default: runs/<config name>-sweep)")
+    s.add_argument("--split", help="evaluation split (default: the config's eval.split)")
+    s.add_argument(
+        "--metric", help="column to plot (default: the first of siwae_log_likelihood, log_likelihood, accuracy)"
+    )
+    add_common(s)
+
+
+def command(args) -> int:
+    """Run `vaelab sweep` and print the Markdown table."""
+    if args.device:
+        args.overrides = [*args.overrides, f"device={args.device}"]
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None
+    _, out = run_sweep(
+        args.config,
+        [parse_axis(g) for g in args.grid],
+        objectives,
+        args.budget,
+        args.overrides,
+        args.out,
+        args.split,
+        args.metric,
+        progress=not args.no_progress,
+    )
+    print((out / "sweep.md").read_text(), end="")
+    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'}", file=sys.stderr)
+    return 0

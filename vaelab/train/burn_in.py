@@ -1,0 +1,71 @@
+"""Burn-in against the prior (Morningstar et al., SIWAE, app. D.1): before training, fit the decoder and the
+encoder to latents drawn from the prior r(z) (held fixed), minimising over batches of training data
+
+    L = E_{z_i ~ r(z), x_i} [ -log p(x_i | z_i) - log q(z_i | x_i) ]       (app. D.1, step 4)
+
+so the decoder starts out predicting the data's marginal statistics from prior draws and q(z|x) starts out
+spread over the prior (the cross-entropy H(r, q)). One draw z_i per data point; the paper runs one epoch.
+
+It runs when the objective has `burn_in_epochs > 0` (an option of the stratified objectives), once, before
+epoch 1 of a fresh run, with its own Adam (the run's settings) so the training optimiser starts fresh. A run
+resumed from a checkpoint has done it already; one killed during it has no checkpoint and restarts from the
+seeded initialisation, so resumed runs repeat it exactly. The data order of burn-in epoch b comes from a
+generator seeded by (run seed, "burn-in", b); the prior draws from the global RNG (as the training draws).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from vaelab.data.dataset import derive_seed
+
+
+def burn_in_loss(model, x) -> Tensor:
+    """-log p(x_i | z_i) - log q(z_i | x_i) `[B]` with z_i ~ r(z) `[B, D]` (no gradient to the prior)."""
+    z = model.prior.sample(x.shape[0])
+    return -(model.log_likelihood(x, z) + model.posterior(x).log_prob(z))
+
+
+def burn_in(trainer) -> dict:
+    """Run the objective's burn-in epochs for `trainer` (a `Trainer`); returns metrics for the first epoch's
+    row (`burn_in_loss`, `burn_in_time_s`), or {} when the objective asks for none."""
+    epochs = getattr(trainer.objective, "burn_in_epochs", 0)
+    if not epochs:
+        return {}
+    from vaelab.train.trainer import build_optimizer, grad_sum
+
+    cfg, model = trainer.cfg, trainer.model
+    optimizer = build_optimizer(cfg, model)
+    data, bs = trainer.train_data(0), cfg.data.batch_size
+    model.train()
+    start, total, count = time.perf_counter(), 0.0, 0
+    for b in range(epochs):
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, "burn-in", b))
+        order = torch.randperm(data.shape[0], generator=g)[trainer.rank :: trainer.world]
+        bar = tqdm(
+            range(0, order.numel(), bs),
+            desc=f"burn-in {b + 1}/{epochs}",
+            unit="step",
+            leave=False,
+            disable=None if cfg.train.progress and trainer.rank == 0 else True,
+        )
+        for i in bar:
+            loss = burn_in_loss(model, data[order[i : i + bs]].to(trainer.device)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if trainer.world > 1:  # average the gradients over ranks, as DDP would
+                for p in model.parameters():
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= trainer.world
+            value, check = torch.stack([loss.detach(), grad_sum(model.parameters()).to(loss)]).tolist()
+            if math.isfinite(value) and math.isfinite(check):  # else skip the step, as training does
+                optimizer.step()
+                total, count = total + value, count + 1
+    return {"burn_in_loss": total / max(count, 1), "burn_in_time_s": time.perf_counter() - start}
