@@ -1,0 +1,238 @@
+"""The inference gap and its parts (Cremer, Li & Duvenaud 2018, Table 1, eq. 10):
+
+    inference     = log p(x) - L[q]
+    approximation = log p(x) - L[q*]          (q* = the best q of the family for this x; KL(q* || p(z|x)))
+    amortization  = L[q*] - L[q]              (what the encoder loses by sharing parameters across x)
+
+with L the ELBO (eq. 3), q the encoder's posterior and q* fitted per data point (appendix 6.4,
+`vaelab.evaluation.local_optimization`). The approximation and amortization gaps use q* of the family the
+model was trained with (FFG for an FFG-trained model, the flow for a flow-trained one); the other families'
+L[q*] are reported too (Table 2's rows L[q*_FFG], L[q*_Flow]).
+
+log p(x) is estimated as in sec. 3.3 by the largest of the lower bounds at hand: the IWAE bound of q with
+`eval_samples` (5000) samples, AIS from the prior (100 chains, 500 temperatures, 10 leapfrog steps), and
+the IWAE bounds of the fitted q* (each also a stochastic lower bound of log p(x)). "Largest" compares the
+bounds' means over the data points and then uses that one bound for every point: taking the larger bound
+point by point would pick up each point's upward noise and bias log p^(x) upwards. L[q] and L[q*] are
+`eval_samples`-sample ELBO estimates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from vaelab.config import GapsConfig
+from vaelab.errors import ConfigError
+from vaelab.evaluation.local_families import LOCAL_FAMILIES, LocalFamily, local_family
+from vaelab.evaluation.local_optimization import optimize_local
+from vaelab.evaluation.loglik import importance_sampled_log_likelihood
+from vaelab.mcmc import ais
+from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian
+
+#: Display names of the families, as in the paper's tables.
+FAMILY_NAMES = {"ffg": "FFG", "flow": "Flow", "full_covariance": "FullCov"}
+
+
+def trained_family(model) -> str | None:
+    """The local family matching the model's amortised posterior ("ffg", "flow", "full_covariance"), or None."""
+    family = getattr(model, "posterior_family", None)
+    for cls, name in (
+        (AuxiliaryFlowPosterior, "flow"),
+        (DiagonalGaussian, "ffg"),
+        (FullCovarianceGaussian, "full_covariance"),
+    ):
+        if isinstance(family, cls):
+            return name
+    return None
+
+
+@dataclass
+class GapResult:
+    """Per-data-point bounds `[N]` (CPU tensors) on N data points and how they were obtained.
+
+    `iwae`, `elbo`: the encoder's q; `ais`: AIS from the prior (None if not run); `local_elbo[F]`,
+    `local_iwae[F]`: the fitted q*_F; `local_steps[F]`, `local_converged[F]`: its optimisation per point.
+    `last_fits`: the fitted families of the last batch of points (for plots).
+    """
+
+    trained: str | None
+    iwae: Tensor
+    elbo: Tensor
+    ais: Tensor | None
+    local_elbo: dict[str, Tensor]
+    local_iwae: dict[str, Tensor]
+    local_steps: dict[str, Tensor]
+    local_converged: dict[str, Tensor]
+    settings: dict
+    seconds: float
+    last_fits: dict[str, LocalFamily] = field(default_factory=dict, repr=False)
+
+    def lower_bounds(self) -> dict[str, Tensor]:
+        """Every per-point stochastic lower bound of log p(x) at hand, by name."""
+        out = {"IWAE[q]": self.iwae}
+        if self.ais is not None:
+            out["AIS"] = self.ais
+        out.update({f"IWAE[q*_{FAMILY_NAMES[f]}]": v for f, v in self.local_iwae.items()})
+        return out
+
+    def log_p_hat(self) -> tuple[str, Tensor]:
+        """The bound with the largest mean, and its per-point values `[N]` (module docstring)."""
+        bounds = self.lower_bounds()
+        name = max(bounds, key=lambda k: float(bounds[k].mean()))
+        return name, bounds[name]
+
+    def summary(self) -> dict:
+        """Means and standard errors (over data points) of the bounds and gaps, in nats."""
+        which, log_p = self.log_p_hat()
+        n = log_p.numel()
+
+        def stat(t: Tensor) -> dict[str, float]:
+            return {"mean": float(t.mean()), "se": float(t.std() / math.sqrt(n)) if n > 1 else float("nan")}
+
+        out: dict = {
+            "n": n,
+            "trained_family": self.trained,
+            "log_p_hat": {**stat(log_p), "bound": which},
+            "lower_bounds": {k: stat(v) for k, v in self.lower_bounds().items()},
+            "elbo_q": stat(self.elbo),
+            "elbo_q_star": {f: stat(v) for f, v in self.local_elbo.items()},
+            "steps": {f: {"mean": float(s.float().mean()), "max": int(s.max())} for f, s in self.local_steps.items()},
+            "converged": {f: float(c.float().mean()) for f, c in self.local_converged.items()},
+            "approximation_by_family": {f: stat(log_p - v) for f, v in self.local_elbo.items()},
+            "inference": stat(log_p - self.elbo),
+            "seconds": self.seconds,
+            "settings": self.settings,
+        }
+        if self.trained in self.local_elbo:
+            star = self.local_elbo[self.trained]
+            out["approximation"] = stat(log_p - star)
+            out["amortization"] = stat(star - self.elbo)
+        return out
+
+
+def measure_gaps(model, data: Tensor, settings: GapsConfig | None = None, progress: bool = True) -> GapResult:
+    """L[q], L[q*_F] for each family F, and the lower bounds of log p(x) on `data` `[N, *event]` (module
+    docstring), data points in batches of `settings.batch_size` (each batch one set of tensors)."""
+    s = settings or GapsConfig()
+    trained = trained_family(model)
+    families = list(dict.fromkeys([*s.families, *([trained] if trained else [])]))
+    for f in families:
+        if f not in LOCAL_FAMILIES:
+            raise ConfigError(f"gaps.families: unknown family {f!r}; choose from: {', '.join(LOCAL_FAMILIES)}")
+    if s.init not in ("prior", "encoder"):
+        raise ConfigError(f"gaps.init must be 'prior' or 'encoder', not {s.init!r}")
+    template = None
+    if not s.flow and isinstance(getattr(model, "posterior_family", None), AuxiliaryFlowPosterior):
+        template = model.posterior_family.flow  # the local flow gets the trained flow's architecture
+    like = next(model.parameters()).new_zeros(())  # local parameters take the model's dtype and device
+    device = like.device
+    model.eval()
+    start = time.perf_counter()
+    parts: dict[str, list[Tensor]] = {}
+    last_fits: dict[str, LocalFamily] = {}
+
+    def keep(key: str, t: Tensor) -> None:
+        parts.setdefault(key, []).append(t.detach().cpu())
+
+    batches = range(0, data.shape[0], s.batch_size)
+    for i in tqdm(batches, desc="gaps", unit="batch", disable=None if progress else True):
+        x = data[i : i + s.batch_size].to(device)
+        n = x.shape[0]
+        amortised = importance_sampled_log_likelihood(model, x, s.eval_samples)
+        keep("iwae", amortised.log_likelihood)
+        keep("elbo", amortised.elbo)
+        with torch.no_grad():
+            q = model.posterior(x) if s.init == "encoder" else None
+        for f in families:
+            family = local_family(f, n, model.latent_dim, q, s.flow, like, template)
+            fit = optimize_local(
+                model, x, family, s.samples, s.lr, s.check_every, s.patience, s.max_steps, progress,
+                desc=f"q*_{FAMILY_NAMES[f]}",
+            )  # fmt: skip
+            local = importance_sampled_log_likelihood(model, x, s.eval_samples, q=family())
+            keep(f"elbo:{f}", local.elbo)
+            keep(f"iwae:{f}", local.log_likelihood)
+            keep(f"steps:{f}", fit.steps)
+            keep(f"converged:{f}", fit.converged)
+            last_fits[f] = family
+        if s.ais_temperatures >= 2:
+            result = ais(
+                model, x, chains=s.ais_chains, schedule=s.ais_temperatures, leapfrog_steps=s.ais_leapfrog,
+                init="prior", progress=progress,
+            )  # fmt: skip
+            keep("ais", result.log_likelihood)
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    return GapResult(
+        trained=trained,
+        iwae=cat["iwae"],
+        elbo=cat["elbo"],
+        ais=cat.get("ais"),
+        local_elbo={f: cat[f"elbo:{f}"] for f in families},
+        local_iwae={f: cat[f"iwae:{f}"] for f in families},
+        local_steps={f: cat[f"steps:{f}"] for f in families},
+        local_converged={f: cat[f"converged:{f}"] for f in families},
+        settings={**asdict(s), "families": families},
+        seconds=time.perf_counter() - start,
+        last_fits=last_fits,
+    )
+
+
+# --- reports ------------------------------------------------------------------------------------------
+
+
+def _fmt(stat: dict | None) -> str:
+    return "" if stat is None else f"{stat['mean']:.2f} ± {stat['se']:.2f}"
+
+
+def gaps_table(columns: list[tuple[str, dict]]) -> str:
+    """A Markdown table like the paper's Table 2: one column per `(name, summary)`, rows log p^(x),
+    L[q*_F] for every family, L[q] and the three gaps (mean ± se over data points, nats), then which bound
+    gave log p^(x) and the share of points whose q* met the stopping rule (the rest hit `max_steps`)."""
+    families = list(dict.fromkeys(f for _, s in columns for f in s["elbo_q_star"]))
+    families.sort(key=lambda f: ["flow", "full_covariance", "ffg"].index(f) if f in FAMILY_NAMES else 9)
+    rows = [("log p^(x)", [_fmt(s["log_p_hat"]) for _, s in columns])]
+    rows += [(f"L_VAE[q*_{FAMILY_NAMES[f]}]", [_fmt(s["elbo_q_star"].get(f)) for _, s in columns]) for f in families]
+    rows.append(("L_VAE[q]", [_fmt(s["elbo_q"]) for _, s in columns]))
+    for key in ("approximation", "amortization", "inference"):
+        rows.append((key.capitalize(), [_fmt(s.get(key)) for _, s in columns]))
+    rows.append(("log p^(x) from", [s["log_p_hat"]["bound"] for _, s in columns]))
+    stopped = [", ".join(f"{FAMILY_NAMES[f]} {100 * c:.0f}%" for f, c in s["converged"].items()) for _, s in columns]
+    rows.append(("q* stopped by the rule", stopped))
+    rows.append(("data points", [str(s["n"]) for _, s in columns]))
+    head = "| | " + " | ".join(name for name, _ in columns) + " |\n|---|" + "---|" * len(columns) + "\n"
+    return head + "".join(f"| {label} | " + " | ".join(vals) + " |\n" for label, vals in rows)
+
+
+def write_gap_report(result: GapResult, out: str | Path, name: str) -> list[Path]:
+    """Write `gaps.json` (summary and settings), `gaps.md` (the table), `gaps.png` (bar chart) and
+    `gaps-per-example.pt` (every per-point tensor) into `out`."""
+    from vaelab.viz.gaps import save_gap_chart
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = result.summary()
+    column = f"{name} (q_{FAMILY_NAMES.get(result.trained or '', 'amortised')})"
+    (out / "gaps.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "gaps.md").write_text(
+        f"# Inference gaps: {name}\n\n{gaps_table([(column, summary)])}\n"
+        "Nats, mean ± standard error over the data points (Cremer et al. 2018, Tables 1-2).\n"
+    )
+    per_point = {
+        "iwae": result.iwae,
+        "elbo": result.elbo,
+        **({"ais": result.ais} if result.ais is not None else {}),
+        **{f"elbo_q_star_{f}": v for f, v in result.local_elbo.items()},
+        **{f"iwae_q_star_{f}": v for f, v in result.local_iwae.items()},
+        **{f"steps_{f}": v for f, v in result.local_steps.items()},
+    }
+    torch.save(per_point, out / "gaps-per-example.pt")
+    chart = save_gap_chart([(column, summary)], out / "gaps.png")
+    return [out / "gaps.json", out / "gaps.md", out / "gaps-per-example.pt", chart]
