@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, config_from_dict, load_config
+from vaelab.data import DATASETS, SYNTHETIC
 from vaelab.errors import ConfigError
 from vaelab.train.lr_schedules import lr_factor, schedule_epochs
 
@@ -91,7 +93,11 @@ def test_lr_schedules():
     assert lr_factor(iwae, 3279) == pytest.approx(10 ** (-7 / 7))
 
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+def dataset_event_shape(name: str) -> tuple[int, ...]:
+    return (DATASETS[name] if name in DATASETS else SYNTHETIC[name]).event_shape
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -102,7 +108,7 @@ def test_shipped_configs_load_and_build_for_each_budget(path):
     assert "quick" in budgets and "full" in budgets, "every experiment has a quick and a full budget"
     for budget in budgets:
         cfg = load_config(path, budget=budget)
-        event = (1, 28, 20) if cfg.data.name == "freyfaces" else (1, 28, 28)
-        build_model(cfg.model, event)
+        event = dataset_event_shape(cfg.data.name)
+        build_model(cfg.model, event, train_data=torch.rand(1000, *event))  # VampPrior data needs images
     with pytest.raises(ConfigError, match="no budget 'huge'"):
         load_config(path, budget="huge")

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from vaelab.data import (
     DATASETS,
+    SYNTHETIC,
     Dataset,
     DatasetStatus,
     UnknownDataset,
@@ -545,7 +546,7 @@ def test_not_found_names_every_place_and_the_fix(monkeypatch, tmp_path):
 
 def test_list_datasets_statuses(monkeypatch, tmp_path):
     statuses = list_datasets()
-    assert [s.name for s in statuses] == list(DATASETS)
+    assert [s.name for s in statuses] == [*DATASETS, *SYNTHETIC]  # file datasets, then generated ones
     by = {s.name: s for s in statuses}
     assert all(isinstance(s, DatasetStatus) and s.description for s in statuses)
     assert by["mnist_static"].available

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 # Importing the component packages registers their builders.
 from vaelab import likelihoods, models, nets, objectives, posteriors, priors  # noqa: F401, E402
 from vaelab.config import ModelConfig
+from vaelab.errors import ConfigError
 from vaelab.registry import LIKELIHOODS, MODELS, NETWORKS, POSTERIORS, PRIORS
 
 
@@ -37,6 +38,34 @@ class Amortized:
         return self.family(self.encoder(x.flatten(1)))
 
 
+def _composition(
+    event_shape,
+    latent_dim: int,
+    encoder: dict,
+    decoder: dict,
+    posterior: dict,
+    prior: dict,
+    likelihood: dict,
+    train_data: Tensor | None = None,
+) -> tuple[nn.Module, ...]:
+    """The five parts (encoder, posterior family, prior, decoder, likelihood) of a VAE-like model."""
+    lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
+    net_context = {"event_shape": event_shape}  # for image networks (gated_conv_encoder, ...)
+    enc = NETWORKS.build(*_split(encoder), in_features=math.prod(event_shape), out_features=None, **net_context)
+    post = POSTERIORS.build(*_split(posterior), in_features=enc.out_features, latent_dim=latent_dim)
+    pri = PRIORS.build(
+        *_split(prior),
+        latent_dim=latent_dim,
+        event_shape=event_shape,
+        posterior=Amortized(enc, post),
+        train_data=train_data,
+    )
+    dec = NETWORKS.build(*_split(decoder), in_features=latent_dim, out_features=lik.num_outputs, **net_context)
+    if getattr(dec, "autoregressive", False):
+        raise ConfigError(f"decoder {decoder['type']!r} reads x itself; use it in model.type: hvae (a PixelHVAE)")
+    return enc, post, pri, dec, lik
+
+
 @MODELS.register("vae")
 def _vae(
     event_shape,
@@ -48,15 +77,51 @@ def _vae(
     likelihood: dict,
     train_data: Tensor | None = None,
 ):
-    lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
-    enc = NETWORKS.build(*_split(encoder), in_features=math.prod(event_shape), out_features=None)
-    post = POSTERIORS.build(*_split(posterior), in_features=enc.out_features, latent_dim=latent_dim)
-    pri = PRIORS.build(
-        *_split(prior),
-        latent_dim=latent_dim,
-        event_shape=event_shape,
-        posterior=Amortized(enc, post),
-        train_data=train_data,
-    )
-    dec = NETWORKS.build(*_split(decoder), in_features=latent_dim, out_features=lik.num_outputs)
-    return models.VAE(enc, post, pri, dec, lik)
+    parts = _composition(event_shape, latent_dim, encoder, decoder, posterior, prior, likelihood, train_data)
+    if parts[-1].data_kind == "labels":
+        raise ConfigError("a vae models its inputs, not labels; for a classifier set model.type: vib (or classifier)")
+    return models.VAE(*parts)
+
+
+@MODELS.register("vib")
+def _vib(
+    event_shape,
+    latent_dim: int,
+    encoder: dict,
+    decoder: dict,
+    posterior: dict,
+    prior: dict,
+    likelihood: dict,
+    train_data: Tensor | None = None,
+):
+    """VIB classifier (Alemi et al. 2017): the vae composition over (inputs, label) pairs; `event_shape` is the
+    inputs', the likelihood is over labels (`categorical`)."""
+    parts = _composition(event_shape, latent_dim, encoder, decoder, posterior, prior, likelihood, train_data)
+    if parts[-1].data_kind != "labels":
+        raise ConfigError("a vib classifies: set model.likelihood: {type: categorical, classes: C}")
+    return models.VIB(*parts)
+
+
+@MODELS.register("classifier")
+def _classifier(
+    event_shape,
+    latent_dim: int,
+    encoder: dict,
+    decoder: dict,
+    likelihood: dict,
+    posterior: dict | None = None,
+    prior: dict | None = None,
+    bottleneck: bool = False,
+):
+    """Deterministic classifier (SIWAE app. B.1 baselines), trained with objective `cross_entropy`. With
+    `bottleneck` (model.options) the encoder ends in a linear layer of `latent_dim` units (the VIB's latent,
+    without noise); otherwise `latent_dim` is unused. `posterior` and `prior` are unused (no latent variable)."""
+    lik = LIKELIHOODS.build(*_split(likelihood), event_shape=())
+    if lik.data_kind != "labels":
+        raise ConfigError(
+            "a classifier needs a label likelihood: set model.likelihood: {type: categorical, classes: C}"
+        )
+    width = latent_dim if bottleneck else None
+    enc = NETWORKS.build(*_split(encoder), in_features=math.prod(event_shape), out_features=width)
+    dec = NETWORKS.build(*_split(decoder), in_features=enc.out_features, out_features=lik.num_outputs)
+    return models.Classifier(enc, dec, lik)

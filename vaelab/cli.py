@@ -1,4 +1,4 @@
-"""The `vaelab` command line: train, evaluate, sample, datasets.
+"""The `vaelab` command line: train, evaluate, sample, datasets, gaps, sweep.
 
 User errors (bad config, missing data, wrong run directory) print one line and exit with status 2;
 a Ctrl-C prints how to resume and exits with 130.
@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate",
         help="IS log-likelihood, ELBO and active units of a trained run",
         description="Estimate log p(x) by importance sampling (the IWAE bound with --samples per point), the ELBO "
-        "and the number of active units on a split; writes RUN_DIR/eval-<split>.json.",
+        "and the number of active units on a split; writes RUN_DIR/eval-<split>.json. With --ais, estimate log p(x) "
+        "by annealed importance sampling instead; writes RUN_DIR/eval-<split>-ais.json.",
         epilog=EPILOG,
     )
     e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
@@ -63,17 +64,47 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--subset", type=int, default=None, help="evaluate only the first N examples of the split")
     e.add_argument("--batch-size", type=int, default=None, help="data points per batch (default: config)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)")
+    e.add_argument(
+        "--ais",
+        nargs="+",
+        metavar="PRESET|KEY=VALUE",
+        help="estimate log p(x) by annealed importance sampling instead, writing eval-<split>-ais.json: a preset, "
+        "aiwae (16 chains x 10000 temperatures x 10 leapfrog steps, acceptance 0.6; Ding & Freedman) or cremer "
+        "(100 chains x 500 temperatures x 10 leapfrog steps; Cremer et al.), both from the prior, then key=value "
+        "overrides of chains, temps, leapfrog, schedule (linear, sigmoidal, geometric), init, step_size, "
+        "target_acceptance, adapt (data, chain, all, none), adapt_rate, jitter, pilot_chains, batch_size; "
+        "e.g. --ais cremer chains=10 (give RUN_DIR first)",
+    )
+    e.add_argument(
+        "--ais-init",
+        choices=["prior", "posterior"],
+        help="with --ais: start the chains at the prior p(z) (encoder-independent) or at the encoder's q(z|x)",
+    )
     _add_common(e)
 
     s = sub.add_parser(
         "sample",
         help="sample and reconstruction grids of a trained run",
         description="Write samples.png (draws from the model) and reconstructions.png (data above their "
-        "reconstructions).",
+        "reconstructions). A CP-VAE also writes clusters.png (one row per category) and aggregated_posterior.json; "
+        "scalar data (the CP-VAE toy) get samples-histogram.png (generated vs training data) instead.",
         epilog=EPILOG,
     )
     s.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
     s.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
+    s.add_argument(
+        "--cluster",
+        type=int,
+        metavar="K",
+        help="CP-VAE only: draw every sample from category K (0-based), written to samples-cluster<K>.png",
+    )
+    s.add_argument(
+        "--categories",
+        choices=["posterior", "uniform"],
+        default="posterior",
+        help="CP-VAE only: draw c from the aggregated posterior q(c) over the training set (default, paper eq. 14) "
+        "or from the uniform prior p(c)",
+    )
     s.add_argument("--out", help="output directory (default: RUN_DIR)")
     s.add_argument("--seed", type=int, default=0, help="random seed for the samples (default: 0)")
     s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)")
@@ -87,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     d.add_argument("--download", metavar="NAME", help="download NAME into the user cache (checksummed)")
+
+    from vaelab import gaps  # `vaelab gaps`: the inference-gap analysis (Cremer et al. 2018)
+
+    gaps.add_parser(sub, _add_common)
+
+    from vaelab import sweep  # `vaelab sweep`: a grid of runs tabulated (SIWAE's K x T studies)
+
+    sweep.add_parser(sub, _add_common)
     return parser
 
 
@@ -123,7 +162,9 @@ def _cmd_train(args) -> int:
     if args.no_eval:
         return 0
     e = cfg.eval
-    result = runs.evaluate(run, e.split, e.is_samples, e.subset, e.batch_size, e.max_elements, cfg.train.progress)
+    result = runs.evaluate(
+        run, e.split, e.is_samples, e.subset, e.batch_size, e.max_elements, cfg.train.progress, e.predictive_samples
+    )
     _print_eval(result)
     for path in runs.sample(run, e.grid**2):
         print(f"wrote {path}", file=sys.stderr)
@@ -131,17 +172,44 @@ def _cmd_train(args) -> int:
 
 
 def _print_eval(r: dict) -> None:
+    if "accuracy" in r:  # a classifier; with a latent, the IS estimate is of its evidence log p(y) = log E_r p(y|z)
+        bound = (
+            f", evidence log E_r p(y|z) ~ {r['log_likelihood']:.4f} +- {r['log_likelihood_se']:.4f} "
+            f"(IS, k={r['is_samples']}), ELBO {r['elbo']:.4f}"
+            if "log_likelihood" in r
+            else ""
+        )
+        print(
+            f"{r['dataset']} {r['split']} ({r['n']} examples): accuracy {r['accuracy']:.4f}, "
+            f"ECE {r['ece']:.4f} (Guo et al.), {r['ece_true_class']:.4f} (SIWAE app. B), "
+            f"log p(y|x) {r['predictive_log_prob']:.4f} (predictive){bound}"
+        )
+        return
     print(
         f"{r['dataset']} {r['split']} ({r['n']} examples): "
         f"log p(x) ~ {r['log_likelihood']:.2f} +- {r['log_likelihood_se']:.2f} (IS, k={r['is_samples']}), "
         f"({r['bits_per_dim']:.3f} bits/dim), ELBO {r['elbo']:.2f} +- {r['elbo_se']:.2f}, "
         f"active units {r['active_units']}/{r['latent_dim']}"
     )
+    if "siwae_log_likelihood" in r:  # a mixture posterior: the stratified estimate from as many draws (SIWAE eq. 2)
+        print(
+            f"SIWAE evidence {r['siwae_log_likelihood']:.2f} +- {r['siwae_log_likelihood_se']:.2f} "
+            f"({r['components']} components x {r['siwae_draws_per_component']} draws)"
+        )
+    if "cpvae" in r:  # CP-VAE: the joint bound (paper Table 1's NVLB) and clustering accuracy
+        c = r["cpvae"]
+        acc = "".join(f", {k.split('_')[0]} accuracy {v:.4f}" for k, v in c.get("clustering", {}).items() if "acc" in k)
+        print(
+            f"CP-VAE: NVLB {c['nvlb']:.2f} +- {c['nvlb_se']:.2f} (KL(c) {c['kl_c']:.2f}, KL(z) {c['kl_z']:.2f}), "
+            f"q(c) perplexity {c['q_c_perplexity']:.1f}/{c['categories']}{acc}"
+        )
 
 
 def _cmd_evaluate(args) -> int:
     from vaelab import runs
 
+    if args.ais is not None or args.ais_init is not None:
+        return _cmd_evaluate_ais(args)
     run = runs.load_run(args.run_dir, args.checkpoint, args.device)
     e = run.cfg.eval
     result = runs.evaluate(
@@ -152,8 +220,32 @@ def _cmd_evaluate(args) -> int:
         args.batch_size or e.batch_size,
         e.max_elements,
         progress=not args.no_progress,
+        predictive_samples=e.predictive_samples,
     )
     _print_eval(result)
+    return 0
+
+
+def _cmd_evaluate_ais(args) -> int:
+    from vaelab import runs
+    from vaelab.mcmc.options import parse_ais_options
+
+    if args.ais is None:
+        raise UserError("--ais-init needs --ais (a preset such as aiwae or cremer, and/or key=value settings)")
+    options = parse_ais_options(args.ais, init=args.ais_init)  # before loading: a typo fails at once
+    run = runs.load_run(args.run_dir, args.checkpoint, args.device)
+    e = run.cfg.eval
+    subset = args.subset if args.subset is not None else e.subset
+    r = runs.evaluate_ais(
+        run, options, args.split or e.split, subset, args.batch_size or e.batch_size, not args.no_progress
+    )
+    same = f"; IS (k={r['is_samples']}) on the same examples: {r['is_log_likelihood']:.2f}" if "is_samples" in r else ""
+    print(
+        f"{r['dataset']} {r['split']} ({r['n']} examples): log p(x) ~ {r['log_likelihood']:.2f} +- "
+        f"{r['log_likelihood_se']:.2f} (AIS, {r['chains']} chains x {r['temps']} temperatures x {r['leapfrog']} "
+        f"leapfrog steps from the {r['init']}), ({r['bits_per_dim']:.3f} bits/dim), ESS {r['ess_mean']:.1f}/"
+        f"{r['chains']}, acceptance {r['acceptance_mean']:.2f}, {r['seconds']:.0f} s{same}"
+    )
     return 0
 
 
@@ -161,8 +253,12 @@ def _cmd_sample(args) -> int:
     from vaelab import runs
 
     run = runs.load_run(args.run_dir, args.checkpoint, args.device)
-    for path in runs.sample(run, args.n, Path(args.out) if args.out else None, args.seed):
+    out = Path(args.out) if args.out else None
+    paths = runs.sample(run, args.n, out, args.seed, cluster=args.cluster, categories=args.categories)
+    for path in paths:
         print(f"wrote {path}")
+    if not paths:  # a deterministic classifier, or a VIB whose latent is not 2-D
+        print("nothing to draw: this model has no 2-D latent to picture and generates no images", file=sys.stderr)
     return 0
 
 
@@ -180,10 +276,24 @@ def _cmd_datasets(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from vaelab import sweep
+
+    return sweep.command(args)
+
+
+def _cmd_gaps(args) -> int:
+    from vaelab import gaps
+
+    return gaps.command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "datasets": _cmd_datasets}
+    commands["gaps"] = _cmd_gaps
+    commands["sweep"] = _cmd_sweep
     if args.command is None:
         parser.print_help()
         return 2

@@ -67,6 +67,8 @@ class TrainConfig:
     max_nonfinite_steps: int = 20  # consecutive skipped steps before the run stops
     tensorboard: bool = False
     progress: bool = True
+    init_from: str | None = None  # a run directory whose generative model (prior, decoder, likelihood) starts this one
+    freeze: list = field(default_factory=list)  # model parts not trained, e.g. [prior, decoder, likelihood]
 
 
 @dataclass
@@ -77,6 +79,28 @@ class EvalConfig:
     batch_size: int = 100
     max_elements: int = 2**24  # memory bound per IS chunk (decoder outputs)
     grid: int = 10  # side of the sample / reconstruction grids
+    predictive_samples: int = 10000  # classifiers: draws from q(z|x) per input for p(y|x) (SIWAE app. B.1)
+
+
+@dataclass
+class GapsConfig:
+    """`vaelab gaps RUN`: per-data-point optimal q* and the inference gaps (Cremer et al. 2018, appendix 6.4)."""
+
+    split: str = "train"  # where the gaps are measured (the paper: training data)
+    subset: int = 1000  # the first N examples of the split (paper: 1,000 for MNIST / Fashion-MNIST)
+    families: list = field(default_factory=lambda: ["ffg", "flow"])  # local q* families; the trained one is added
+    init: str = "prior"  # q* starts at the prior N(0, I) (paper) or at the encoder's q(z|x) ("encoder")
+    samples: int = 100  # Monte Carlo samples of each optimisation step's ELBO
+    lr: float = 1e-3  # Adam
+    check_every: int = 100  # steps per window average of the ELBO
+    patience: int = 10  # checks without improvement before a point stops
+    max_steps: int | None = None  # cap on the steps per point (null: only the stopping rule)
+    batch_size: int = 100  # data points optimised together (one tensor each)
+    eval_samples: int = 5000  # samples for L[q], L[q*] and the IWAE bound of log p(x)
+    ais_chains: int = 100  # AIS from the prior (sec. 3.3: 100 chains, 500 temperatures, 10 leapfrog steps)
+    ais_temperatures: int = 500  # 0: no AIS (log p(x) from the IWAE bounds only)
+    ais_leapfrog: int = 10
+    flow: dict = field(default_factory=dict)  # local flow options (default: the trained flow's, else Table 8's)
 
 
 @dataclass
@@ -89,6 +113,7 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    gaps: GapsConfig = field(default_factory=GapsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

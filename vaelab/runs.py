@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,11 +20,23 @@ from torch import nn
 from vaelab.build import build_model
 from vaelab.config import Config, config_from_dict
 from vaelab.data import load_dataset
+from vaelab.data.supervised import Supervised, SupervisedDataset, predicts_labels
 from vaelab.errors import DataError, RunDirError
-from vaelab.evaluation import active_units, evaluate_log_likelihood
+from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
+from vaelab.evaluation.cpvae import evaluate_cpvae
+from vaelab.generations import category_images, histograms_1d
+from vaelab.mcmc import ais
+from vaelab.mcmc.options import AISOptions
+from vaelab.models.cpvae import is_cpvae
 from vaelab.train import Trainer, latest_checkpoint
 from vaelab.train.checkpoint import load_weights
-from vaelab.viz import save_histogram, save_image_grid, save_reconstructions
+from vaelab.viz import (
+    save_histogram,
+    save_image_grid,
+    save_latent_figure,
+    save_reconstructions,
+    save_reliability_diagram,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,7 +84,8 @@ def check_data(model: nn.Module, dataset, splits=("train", "valid", "test")) -> 
             f"{type(lik).__name__} likelihood models {lik.data_kind} data; {fix}"
         )
     for split in splits:
-        lik.validate(dataset.split(split))
+        data = dataset.split(split)
+        lik.validate(data.targets if isinstance(data, Supervised) else data)
 
 
 @dataclass
@@ -93,6 +106,8 @@ def build_run(cfg: Config, path: Path, device: str | None = None) -> Run:
     dataset = load_dataset(cfg.data.name, path=cfg.data.path, seed=cfg.data.seed)
     train_data = dataset.split("train")[: cfg.data.subset] if cfg.data.subset else dataset.split("train")
     model = build_model(cfg.model, dataset.event_shape, train_data=train_data).to(dev)
+    if predicts_labels(model):  # a classifier: its data are (inputs, label) pairs
+        dataset = SupervisedDataset(dataset)
     return Run(path, cfg, model, dataset, dev)
 
 
@@ -143,53 +158,165 @@ def evaluate(
     batch_size: int = 100,
     max_elements: int = 2**24,
     progress: bool = True,
+    predictive_samples: int = 10_000,
 ) -> dict:
     """IS log-likelihood (k = `samples`), ELBO and active units on a split; writes `eval-<split>.json`,
-    the per-example values (`eval-<split>-per-example.pt`) and their histogram (`loglik-<split>.png`)."""
+    the per-example values (`eval-<split>-per-example.pt`) and their histogram (`loglik-<split>.png`).
+    For a mixture posterior also the stratified SIWAE evidence from the same number of draws (`siwae_*`). For a
+    VIB classifier (labelled data) the IS estimate is of its evidence log p(y) = log E_r[p(y | z)] (x enters
+    only through the proposal q(z | x)), and `classify` adds accuracy and calibration of the posterior
+    predictive; a deterministic classifier (no posterior) gets only those."""
     x = _data(run, split, subset)
     start = time.perf_counter()
     torch.manual_seed(run.cfg.seed + 1)
-    est = evaluate_log_likelihood(run.model, x, samples, batch_size, max_elements, progress)
-    n_active, _ = active_units(run.model, _data(run, split, None))
-    result = {
-        "split": split,
-        "dataset": run.dataset.name,
-        "is_samples": samples,
-        **est.summary(),
-        "active_units": n_active,
-        "latent_dim": run.model.latent_dim,
-        "seconds": time.perf_counter() - start,
-    }
-    bpd = -result["log_likelihood"] / (math.prod(run.model.event_shape) * math.log(2))
-    result["bits_per_dim"] = bpd
+    result = {"split": split, "dataset": run.dataset.name}
+    if hasattr(run.model, "posterior"):
+        est = evaluate_log_likelihood(run.model, x, samples, batch_size, max_elements, progress)
+        n_active, _ = active_units(run.model, _data(run, split, None))
+        result.update(
+            {"is_samples": samples, **est.summary(), "active_units": n_active, "latent_dim": run.model.latent_dim}
+        )
+        bpd = -result["log_likelihood"] / (math.prod(run.model.event_shape) * math.log(2))
+        result["bits_per_dim"] = bpd
+        result.update(stratified_summary(run.model, x, samples, batch_size, max_elements, progress))  # mixtures
+        path = run.path / f"eval-{split}-per-example.pt"
+        torch.save({"log_likelihood": est.log_likelihood, "elbo": est.elbo}, path)
+        save_histogram(
+            est.log_likelihood,
+            run.path / f"loglik-{split}.png",
+            f"{'log p(y) = log E_r[p(y|z)]' if isinstance(x, Supervised) else 'log p(x)'} per example (nats)",
+            f"{run.dataset.name} {split}: IS with k={samples}, {result['n']} examples",
+        )
+    if isinstance(x, Supervised):
+        result.update(classify(run, x, split, predictive_samples, batch_size, max_elements, progress))
+    if is_cpvae(run.model):  # the joint bound (NVLB, exact over c), category use, clustering accuracy if labelled
+        labels = run.dataset.labels(split)
+        result["cpvae"] = evaluate_cpvae(run.model, x, labels, batch_size, progress=progress)
+    result["seconds"] = time.perf_counter() - start
     (run.path / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
-    torch.save({"log_likelihood": est.log_likelihood, "elbo": est.elbo}, run.path / f"eval-{split}-per-example.pt")
-    save_histogram(
-        est.log_likelihood,
-        run.path / f"loglik-{split}.png",
-        "log p(x) per example (nats)",
-        f"{run.dataset.name} {split}: IS with k={samples}, {result['n']} examples",
-    )
     return result
 
 
-def sample(run: Run, n: int = 100, out: Path | None = None, seed: int = 0, split: str = "test") -> list[Path]:
+def evaluate_ais(
+    run: Run,
+    options: AISOptions,
+    split: str = "test",
+    subset: int | None = None,
+    batch_size: int = 100,
+    progress: bool = True,
+) -> dict:
+    """log p(x) by AIS (`vaelab.mcmc.ais` with `options`, e.g. a `vaelab.mcmc.options.PRESETS` entry) on a split,
+    `batch_size` points annealed together unless `options.batch_size` is set. Writes `eval-<split>-ais.json` (mean
+    and se over points of the per-point estimates log (1/C) sum_c w_c, ESS, acceptance, time) and the per-example
+    estimates and log-weights (`eval-<split>-ais-per-example.pt`) beside the IS result `eval-<split>.json`, whose
+    estimate is copied in when it covers the same examples."""
+    x = _data(run, split, subset)
+    if not torch.is_tensor(x):
+        raise DataError("AIS estimates log p(x) of an unsupervised model; this run's data are labelled")
+    options = replace(options, batch_size=options.batch_size or batch_size)
+    torch.manual_seed(run.cfg.seed + 2)
+    start = time.perf_counter()
+    est = ais(run.model, x.to(run.device), progress=progress, **options.ais_kwargs())
+    seconds = time.perf_counter() - start
+    result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options)}
+    result.update(est.summary())
+    result.update(
+        {
+            "bits_per_dim": -result["log_likelihood"] / (math.prod(run.model.event_shape) * math.log(2)),
+            "per_chain_bound": float(est.per_chain_bound.mean()),  # mean_c log w_c: the single-chain bound
+            "log_weight_se_mean": float(est.log_weight_se.mean()),  # Monte Carlo se of one point's estimate
+            "ess_min": float(est.ess.min()),
+            "acceptance_last": float(est.acceptance[-1]),
+            "step_size_last": float(est.mean_step_size[-1]),
+            "gradient_evaluations": options.gradient_evaluations(result["n"]),
+            "seconds": seconds,
+        }
+    )
+    is_path = run.path / f"eval-{split}.json"
+    is_result = json.loads(is_path.read_text()) if is_path.is_file() else {}
+    if is_result.get("n") == result["n"] and "log_likelihood" in is_result:  # same split, same first n examples
+        result["is_log_likelihood"], result["is_samples"] = is_result["log_likelihood"], is_result.get("is_samples")
+    (run.path / f"eval-{split}-ais.json").write_text(json.dumps(result, indent=2) + "\n")
+    per_example = {"log_likelihood": est.log_likelihood.cpu(), "log_weights": est.log_weights.cpu()}
+    torch.save(per_example, run.path / f"eval-{split}-ais-per-example.pt")
+    return result
+
+
+def classify(
+    run: Run,
+    data: Supervised,
+    split: str = "test",
+    samples: int = 10_000,
+    batch_size: int = 100,
+    max_elements: int = 2**24,
+    progress: bool = True,
+) -> dict:
+    """Accuracy and both ECEs of the posterior predictive p(y | x) from `samples` draws of q(z | x) per input
+    (SIWAE app. B.1); writes the probabilities (`predictions-<split>.pt`) and `reliability-<split>.png`."""
+    pred = predict(run.model, data, samples, batch_size, max_elements, progress)
+    torch.save({"probs": pred.probs, "targets": pred.targets}, run.path / f"predictions-{split}.pt")
+    summary = pred.summary()
+    draws = f"{samples} draws of q(z|x)" if hasattr(run.model, "posterior") else "deterministic"
+    title = f"{run.dataset.name} {split}: accuracy {summary['accuracy']:.4f} ({summary['n']} examples, {draws})"
+    save_reliability_diagram(pred.probs, pred.targets, run.path / f"reliability-{split}.png", title)
+    return {"predictive_samples": samples if hasattr(run.model, "posterior") else 0, **summary}
+
+
+def sample(
+    run: Run,
+    n: int = 100,
+    out: Path | None = None,
+    seed: int = 0,
+    split: str = "test",
+    cluster: int | None = None,
+    categories: str = "posterior",
+) -> list[Path]:
     """Write `samples.png` (n draws from the model), `reconstructions.png` (50 seeded random images of
     `split` above their reconstructions) and, for a VampPrior, `pseudo_inputs.png` (the first 100) into
-    `out` (default: the run directory)."""
+    `out` (default: the run directory). For a classifier: `latent-<split>-<i>.png` (SIWAE Fig. 3) for 4 seeded
+    random inputs of `split` when it has a 2-D latent, else nothing. A CP-VAE draws c from q(c) (`categories`
+    "posterior") or uniformly ("uniform") and adds `clusters.png` (a row per category), or with `cluster` k writes
+    `samples-cluster<k>.png`; scalar data get `samples-histogram.png` instead (`vaelab.generations`), 2-D data a
+    scatter plot of data and samples (`samples.png`)."""
     out = Path(out) if out else run.path
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    samples = run.model.sample(n).cpu()
+    if predicts_labels(run.model):
+        return latent_pictures(run, out, seed, split)
+    if tuple(run.model.event_shape) == (1,):  # scalar data (CP-VAE's toy): histograms, not image grids
+        return [histograms_1d(run, n, out, seed, cluster)]
+    if tuple(run.model.event_shape) == (2,):  # 2-D points (SIWAE's toy): data and samples as scatter plots
+        from vaelab.viz.posterior2d import save_point_clouds
+
+        clouds = {f"{split} data": run.dataset.split(split)[:n], "model samples": run.model.sample(n, mean=False)}
+        return [save_point_clouds(clouds, out / "samples.png", f"{run.dataset.name}: x ~ p(x)")]
+    name, extra = "samples.png", []
+    if cluster is not None or is_cpvae(run.model):
+        samples, name, extra = category_images(run, n, out, seed, cluster, categories)
+    else:
+        samples = run.model.sample(n).cpu()
     data = run.dataset.split(split)
     pick = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:50]
     x = data[pick].to(run.device)
     recon = run.model.reconstruct(x).cpu()
     paths = [
-        save_image_grid(samples, out / "samples.png"),
+        save_image_grid(samples, out / name),
         save_reconstructions(x.cpu(), recon, out / "reconstructions.png"),
+        *extra,
     ]
     pseudo_inputs = getattr(run.model.prior, "pseudo_inputs", None)
     if pseudo_inputs is not None:  # VampPrior: what the learned pseudo-inputs look like
         paths.append(save_image_grid(pseudo_inputs.detach()[:100].cpu(), out / "pseudo_inputs.png"))
     return paths
+
+
+def latent_pictures(run: Run, out: Path, seed: int = 0, split: str = "test", count: int = 4) -> list[Path]:
+    """SIWAE Fig. 3 for `count` seeded random inputs of `split`: draws of q(z|x) over the decoder's classes."""
+    if not hasattr(run.model, "posterior") or run.model.latent_dim != 2:
+        return []
+    data = run.dataset.split(split)
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    return [
+        save_latent_figure(run.model, data.inputs[i], out / f"latent-{split}-{i}.png", int(data.targets[i]))
+        for i in pick
+    ]

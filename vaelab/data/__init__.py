@@ -11,6 +11,8 @@ the :class:`Dataset` object: :mod:`vaelab.data.dataset`.
 from __future__ import annotations
 
 from . import catalog as _catalog  # noqa: F401  (registers the built-in datasets)
+from . import toy_abs as _toy_abs  # noqa: F401  (registers the generated SIWAE toy)
+from . import toy_mixture1d as _toy_mixture1d  # noqa: F401  (registers the generated CP-VAE toy)
 from .dataset import (
     FIXED_BINARIZATION_SEED,
     Dataset,
@@ -19,11 +21,23 @@ from .dataset import (
     list_datasets,
     load_dataset,
 )
-from .registry import DATASETS, DatasetSpec, FileSpec, UnknownDataset, Variant, register
+from .registry import (
+    DATASETS,
+    SYNTHETIC,
+    DatasetSpec,
+    FileSpec,
+    SyntheticSpec,
+    UnknownDataset,
+    Variant,
+    register,
+    register_synthetic,
+)
 
 __all__ = [
     "DATASETS",
     "FIXED_BINARIZATION_SEED",
+    "SYNTHETIC",
+    "SyntheticSpec",
     "Dataset",
     "DatasetSpec",
     "DatasetStatus",
@@ -34,4 +48,5 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "register",
+    "register_synthetic",
 ]

@@ -25,10 +25,13 @@ Splits and randomness (all documented in ``Dataset.source`` too):
 * ``freyfaces``: a random permutation of the 1,965 frames seeded by ``seed`` gives 1,565 / 200 / 200.
 * ``omniglot``: train = first 23,000 of Burda's 24,345 training images, valid = the last 1,345 (file
   order; VampPrior shuffles first with an unseeded RNG, which cannot be reproduced), test = 8,070.
+* ``mnist_column``: MNIST's files and splits, each image reduced to its centre column (column 14 of 0..27,
+  top to bottom), gray levels k/255 (SIWAE sec. 4.2: classification from the centremost column).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -541,5 +544,26 @@ OMNIGLOT = DatasetSpec(
     split_sizes={"train": 23000, "valid": 1345, "test": 8070},
 )
 
-for _spec in (MNIST_STATIC, MNIST, FASHION_MNIST, CALTECH101, FREYFACES, OMNIGLOT):
+# ----------------------------------------------------------------------------------------- mnist_column
+
+MNIST_CENTRE_COLUMN = 14
+
+
+def _build_mnist_column(a: Arrays, v: Variant, seed: int) -> Built:
+    b = _build_mnist_like(a, v, seed)
+    pixels = {k: x[:, 0, :, MNIST_CENTRE_COLUMN] for k, x in b.pixels.items()}  # [N, 1, 28, 28] -> [N, 28]
+    return Built(pixels, b.labels, b.note + f"; column {MNIST_CENTRE_COLUMN} of each image, gray levels k/255")
+
+
+MNIST_COLUMN = dataclasses.replace(
+    MNIST,
+    name="mnist_column",
+    description="the centre column (28 gray pixels) of each MNIST image, labels 0..9 (SIWAE sec. 4.2)",
+    event_shape=(28,),
+    value_kind="gray",
+    binarization="none",
+    build=_build_mnist_column,
+)
+
+for _spec in (MNIST_STATIC, MNIST, FASHION_MNIST, CALTECH101, FREYFACES, OMNIGLOT, MNIST_COLUMN):
     register(_spec, replace=True)

@@ -28,7 +28,7 @@ import torch
 from vaelab.errors import ConfigError, DatasetNotFound
 
 from . import sources
-from .registry import DATASETS, Arrays, Built, DatasetSpec, get_spec
+from .registry import DATASETS, SYNTHETIC, Arrays, Built, DatasetSpec, SyntheticSpec, get_spec
 
 FIXED_BINARIZATION_SEED = 777
 """Seed for the binarizations made once at load (dynamic datasets' valid/test, static gray datasets)."""
@@ -134,7 +134,7 @@ class DatasetStatus:
     note: str
 
 
-def build_dataset(spec: DatasetSpec, built: Built, source: str, seed: int = 0) -> Dataset:
+def build_dataset(spec: DatasetSpec | SyntheticSpec, built: Built, source: str, seed: int = 0) -> Dataset:
     """Turn a spec's built splits into a :class:`Dataset`, applying its binarization."""
     pixels: dict[str, torch.Tensor] = {}
     for i, (split, arr) in enumerate(built.pixels.items()):
@@ -205,6 +205,12 @@ def load_dataset(name: str, path: str | os.PathLike | None = None, seed: int = 0
     ``seed`` drives the per-epoch binarization of dynamic datasets and seeded splits that the
     dataset documents as seed-dependent (Frey Faces); fixed binarizations/splits ignore it.
     """
+    if name in SYNTHETIC:  # generated from the seed, no files
+        if path is not None:
+            raise ConfigError(f"dataset {name!r} is generated in memory, not read from files; remove data.path")
+        synthetic, seed = SYNTHETIC[name], _check_seed(seed)
+        built = synthetic.generate(seed)
+        return build_dataset(synthetic, built, f"generated in memory (seed {seed}); {built.note}", seed)
     spec = get_spec(name)
     seed = _check_seed(seed)
     search = sources.Search(found=None)
@@ -261,6 +267,8 @@ def list_datasets() -> list[DatasetStatus]:
         if found.variant.needs_scipy and not have_scipy:
             note += " (reading it needs scipy, which is not installed: pip install scipy)"
         out.append(DatasetStatus(spec.name, True, location, spec.description, note))
+    for synthetic in SYNTHETIC.values():
+        out.append(DatasetStatus(synthetic.name, True, "generated in memory", synthetic.description, "synthetic"))
     return out
 
 

@@ -125,6 +125,34 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {}
 
 
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A dataset generated in memory from its seed, with no files: ``generate(seed)`` returns its splits as a
+    :class:`Built` (float32 values for ``value_kind="real"``). Registered with :func:`register_synthetic`."""
+
+    name: str
+    description: str
+    event_shape: tuple[int, ...]
+    value_kind: str
+    generate: Callable[[int], Built]
+    has_labels: bool
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    binarization: str = "none"
+
+
+SYNTHETIC: dict[str, SyntheticSpec] = {}
+
+
+def register_synthetic(spec: SyntheticSpec) -> SyntheticSpec:
+    """Add a generated dataset (toy data) to :data:`SYNTHETIC`; its name must not be a file dataset's."""
+    if spec.name in DATASETS or spec.name in SYNTHETIC:
+        raise ConfigError(f"dataset {spec.name!r} is already registered")
+    if spec.value_kind not in (*VALUE_KINDS, "real"):
+        raise ConfigError(f"synthetic dataset {spec.name!r}: value_kind must be binary, gray or real")
+    SYNTHETIC[spec.name] = spec
+    return spec
+
+
 def _check_checksum(text: str, where: str) -> None:
     algo, _, digest = text.partition(":")
     n = {"sha256": 64, "md5": 32}.get(algo)
@@ -172,4 +200,5 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        raise UnknownDataset(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}") from None
+        names = ", ".join(sorted([*DATASETS, *SYNTHETIC]))
+        raise UnknownDataset(f"unknown dataset {name!r}: choose one of {names}") from None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from vaelab.objectives.bounds import sample_log_weights
@@ -62,10 +63,13 @@ _REDUCE_ELEMENTS = 2**22
 
 
 @torch.no_grad()
-def importance_sampled_log_likelihood(model, x: Tensor, samples: int = 5000, max_elements: int = 2**24) -> ISEstimate:
+def importance_sampled_log_likelihood(
+    model, x: Tensor, samples: int = 5000, max_elements: int = 2**24, q: Distribution | None = None
+) -> ISEstimate:
     """IS estimate of log p(x) for one batch `x` `[B, *event]`, drawing `samples` per point in chunks of at
-    most `max_elements` decoder outputs (see `_chunk_size`). Returns an `ISEstimate` of `[B]` tensors."""
-    q = model.posterior(x)
+    most `max_elements` decoder outputs (see `_chunk_size`), from the encoder's q(z | x) or from `q` (batch
+    `[B]`, e.g. a per-data-point optimised q*). Returns an `ISEstimate` of `[B]` tensors."""
+    q = model.posterior(x) if q is None else q
     chunk = _chunk_size(model, x.shape[0], samples, max_elements, x.device)
     lse, lse2, total, pending = [], [], 0.0, []
 

@@ -24,10 +24,13 @@ from vaelab.mcmc.hmc import (
     leapfrog,
     value_and_grad,
 )
+from vaelab.mcmc.options import PRESETS, AISOptions, parse_ais_options
 from vaelab.mcmc.schedules import SCHEDULES, as_schedule, custom, geometric, linear, make_schedule, sigmoidal
 
 __all__ = [
+    "PRESETS",
     "SCHEDULES",
+    "AISOptions",
     "AISResult",
     "AnnealingPath",
     "BDMCResult",
@@ -48,6 +51,7 @@ __all__ = [
     "linear",
     "make_schedule",
     "model_path",
+    "parse_ais_options",
     "posterior_path",
     "reverse_ais",
     "sigmoidal",

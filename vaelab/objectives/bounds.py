@@ -45,13 +45,31 @@ class LogWeights:
         return self.log_likelihood + beta * (self.log_prior - entropy_weight * self.log_q)
 
 
-def sample_log_weights(model, x: Tensor, samples: int, q: Distribution | None = None) -> tuple[LogWeights, Tensor]:
-    """Draw `samples` z ~ q(z | x) `[S, B, D]` and return their log-weight parts and z. The draws are
-    reparameterised; a family without `rsample` (a mixture) is sampled plainly, which is allowed only where no
-    gradient is taken (evaluation): training it needs a stratified objective."""
-    q = model.posterior(x) if q is None else q
+def has_auxiliary_sampler(q: Distribution) -> bool:
+    """Whether q is an auxiliary-variable family whose marginal log q(z | x) is intractable and which offers
+    `rsample_and_log_prob(sample_shape) -> (z, log_q)` instead (the auxiliary flow, Cremer et al. 2018 eq. 14)."""
+    return hasattr(q, "rsample_and_log_prob")
+
+
+def rsample_and_log_prob(q: Distribution, samples: int) -> tuple[Tensor, Tensor]:
+    """`samples` draws z `[S, B, D]` from q and the log_q `[S, B]` that makes log p(x, z) - log_q the log of an
+    unbiased weight of p(x): log q(z | x), or for an auxiliary-variable family (`has_auxiliary_sampler`)
+    log q(z, v | x) - log r(v | x, z) with its own auxiliary draw v (Cremer et al. 2018, eq. 14; since
+    E_{q(v|z,x)}[r(v|x,z) / q(v|z,x)] = 1 the weight keeps mean p(x)). The draws are reparameterised; a family
+    without `rsample` (a mixture) is sampled plainly, which is allowed only where no gradient is taken
+    (evaluation): training it needs a stratified objective."""
+    if has_auxiliary_sampler(q):
+        return q.rsample_and_log_prob((samples,))
     z = q.rsample((samples,)) if q.has_rsample or torch.is_grad_enabled() else q.sample((samples,))
-    return LogWeights(model.log_likelihood(x, z), model.prior.log_prob(z), q.log_prob(z)), z
+    return z, q.log_prob(z)
+
+
+def sample_log_weights(model, x: Tensor, samples: int, q: Distribution | None = None) -> tuple[LogWeights, Tensor]:
+    """Draw `samples` z ~ q(z | x) `[S, B, D]` and return their log-weight parts and z (`rsample_and_log_prob`:
+    every estimator built on this handles auxiliary-variable families too)."""
+    q = model.posterior(x) if q is None else q
+    z, log_q = rsample_and_log_prob(q, samples)
+    return LogWeights(model.log_likelihood(x, z), model.prior.log_prob(z), log_q), z
 
 
 class Objective:
@@ -67,7 +85,8 @@ class ELBO(Objective):
     """E_q[log p(x|z)] - beta * KL(q || p), with KL in closed form when `analytic_kl` and one exists.
 
     With entropy annealing (lambda != 1) the cross-entropy E_q[log p(z)] is estimated by Monte Carlo and
-    the entropy of q is taken in closed form when the family has one.
+    the entropy of q is taken in closed form when the family has one. An auxiliary-variable family (no
+    density for q(z | x), hence no KL or entropy) always takes the Monte Carlo path of `sample_log_weights`.
     """
 
     name = "elbo"
@@ -77,7 +96,7 @@ class ELBO(Objective):
 
     def __call__(self, model, x: Tensor, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
         q = model.posterior(x)
-        if not self.analytic_kl:
+        if not self.analytic_kl or has_auxiliary_sampler(q):
             lw, _ = sample_log_weights(model, x, self.samples, q)
             return lw.annealed(beta, entropy_weight).mean(0)
         z = q.rsample((self.samples,))

@@ -38,8 +38,12 @@ class MixtureOfGaussians(Prior):
     def sample(self, n: int) -> Tensor:
         k = self.loc.shape[0]
         probs = torch.ones(k, device=self.loc.device) if self.logits is None else torch.softmax(self.logits, 0)
-        idx = torch.multinomial(probs, n, replacement=True)
-        eps = torch.randn(n, self.latent_dim, device=self.loc.device, dtype=self.loc.dtype)
+        return self.sample_components(torch.multinomial(probs, n, replacement=True))
+
+    @torch.no_grad()
+    def sample_components(self, idx: Tensor) -> Tensor:
+        """z ~ N(mu_k, diag sigma_k^2) for component indices `idx` `[n]` -> `[n, D]` (CP-VAE: p(z | c = k), eq. 5)."""
+        eps = torch.randn(idx.shape[0], self.latent_dim, device=self.loc.device, dtype=self.loc.dtype)
         return self.loc[idx] + torch.exp(0.5 * self.log_var[idx]) * eps
 
 

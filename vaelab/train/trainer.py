@@ -30,8 +30,10 @@ from vaelab.config import Config
 from vaelab.errors import TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.registry import OBJECTIVES
+from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from vaelab.train.lr_schedules import lr_factor
+from vaelab.train.transfer import freeze, init_generative_from
 
 
 @dataclass
@@ -63,18 +65,20 @@ def build_objective(cfg: Config) -> Objective:
     return OBJECTIVES.build(cfg.objective.type, cfg.objective.options)
 
 
-def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Adam:
+def build_optimizer(cfg: Config, model: nn.Module, objective: Objective | None = None) -> torch.optim.Adam:
     """Adam as `cfg.train` says; the fused kernel where torch has one for the parameters' device (the same
-    update, one pass over all parameters: ~4x faster than the per-tensor loop on the CPU)."""
+    update, one pass over all parameters: ~4x faster than the per-tensor loop on the CPU). An objective with
+    `param_groups(model)` (AIWAE) gets those groups, each with an `lr_scale` on the scheduled learning rate."""
     t = cfg.train
     params = list(model.parameters())
+    groups = objective.param_groups(model) if hasattr(objective, "param_groups") else [{"params": params}]
     kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
     if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
         try:
-            return torch.optim.Adam(params, fused=True, **kwargs)
+            return torch.optim.Adam(groups, fused=True, **kwargs)
         except (RuntimeError, ValueError):  # a dtype or device this torch build has no fused kernel for
             pass
-    return torch.optim.Adam(params, **kwargs)
+    return torch.optim.Adam(groups, **kwargs)
 
 
 def grad_sum(params) -> Tensor:
@@ -97,12 +101,15 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, dataset, device: torch.device) -> None:
         self.cfg, self.run_dir, self.model, self.dataset, self.device = cfg, Path(run_dir), model, dataset, device
+        if cfg.train.init_from and latest_checkpoint(Path(run_dir) / "checkpoints") is None:  # not when resuming
+            init_generative_from(model, cfg.train.init_from)  # e.g. a decoder kept fixed (Cremer et al. 5.2.1)
+        freeze(model, cfg.train.freeze)  # before the optimiser and DDP see the parameters
         self.objective = build_objective(cfg)
         self.module: nn.Module = TrainingModule(model, self.objective)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         if self.world > 1:
             self.module = nn.parallel.DistributedDataParallel(self.module)
-        self.optimizer = build_optimizer(cfg, model)
+        self.optimizer = build_optimizer(cfg, model, self.objective)
         self.state = TrainState()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -123,7 +130,10 @@ class Trainer:
         killed between its metrics line and its checkpoint repeats that epoch, with the same numbers)."""
         ckpt = latest_checkpoint(self.ckpt_dir)
         if ckpt is not None:
-            self.state = TrainState(**load_checkpoint(ckpt, self.model, self.optimizer))
+            state = load_checkpoint(ckpt, self.model, self.optimizer)
+            if "objective" in state:  # a stateful objective's state (AIWAE's adapted step sizes)
+                self.objective.load_state_dict(state.pop("objective"))
+            self.state = TrainState(**state)
         if self.metrics_path.is_file() and self.rank == 0:
             kept = [row for row in _read_jsonl(self.metrics_path) if row["epoch"] <= self.state.epoch]
             self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
@@ -157,8 +167,10 @@ class Trainer:
         cfg = self.cfg
         lr = cfg.train.lr * lr_factor(cfg.train.lr_schedule, epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         beta, entropy_weight = self._weights(epoch)
+        if hasattr(self.objective, "set_epoch"):  # an objective's own per-epoch schedule (CP-VAE's temperature)
+            self.objective.set_epoch(epoch)
         data = self.train_data(epoch)
         order = torch.randperm(data.shape[0], generator=epoch_generator(cfg.seed, epoch))[self.rank :: self.world]
         bs = cfg.data.batch_size
@@ -202,6 +214,7 @@ class Trainer:
             "skipped_steps": skipped,
             "epoch_time_s": elapsed,
             "steps_per_s": len(batches) / max(elapsed, 1e-9),
+            **(self.objective.epoch_metrics() if hasattr(self.objective, "epoch_metrics") else {}),
         }
 
     def _diverged_message(self, epoch: int, n: int) -> str:
@@ -234,9 +247,10 @@ class Trainer:
             total=cfg.train.epochs,
             disable=None if cfg.train.progress and self.rank == 0 else True,
         )
+        burn_in_row = burn_in(self) if st.epoch == 0 else {}  # SIWAE app. D.1, if the objective asks for it
         for epoch in epochs:
-            row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-            stop = False
+            row = {"epoch": epoch + 1, **burn_in_row, **self.train_epoch(epoch)}
+            stop, burn_in_row = False, {}
             if (epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == cfg.train.epochs:
                 row["valid_loss"] = valid = self.validation_loss()
                 if valid < st.best_valid_loss:
@@ -258,7 +272,10 @@ class Trainer:
                 self._log(row)
                 tqdm.write(_epoch_line(row, cfg.train.epochs), file=sys.stderr)
                 if st.finished or st.epoch % cfg.train.checkpoint_every == 0:
-                    save_checkpoint(self.ckpt_dir, st.epoch, self.model, self.optimizer, asdict(st))
+                    state = asdict(st)
+                    if hasattr(self.objective, "state_dict"):
+                        state["objective"] = self.objective.state_dict()
+                    save_checkpoint(self.ckpt_dir, st.epoch, self.model, self.optimizer, state)
             if stop:
                 break
         epochs.close()
