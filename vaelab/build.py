@@ -38,68 +38,68 @@ class Amortized:
         return self.family(self.encoder(x.flatten(1)))
 
 
-def _composition(
-    event_shape,
-    latent_dim: int,
-    encoder: dict,
-    decoder: dict,
-    posterior: dict,
-    prior: dict,
-    likelihood: dict,
-    train_data: Tensor | None = None,
-) -> tuple[nn.Module, ...]:
-    """The five parts (encoder, posterior family, prior, decoder, likelihood) of a VAE-like model."""
-    lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
+def _amortized(event_shape: tuple[int, ...], latent_dim: int, encoder: dict, posterior: dict) -> Amortized:
+    """q(z | x) over `[latent_dim]` from the `encoder` and `posterior` sections: the encoder reads x `[B, *event]`
+    flattened, the posterior family its features."""
     net_context = {"event_shape": event_shape}  # for image networks (gated_conv_encoder, ...)
     enc = NETWORKS.build(*_split(encoder), in_features=math.prod(event_shape), out_features=None, **net_context)
-    post = POSTERIORS.build(*_split(posterior), in_features=enc.out_features, latent_dim=latent_dim)
-    pri = PRIORS.build(
-        *_split(prior),
-        latent_dim=latent_dim,
-        event_shape=event_shape,
-        posterior=Amortized(enc, post),
-        train_data=train_data,
+    return Amortized(enc, POSTERIORS.build(*_split(posterior), in_features=enc.out_features, latent_dim=latent_dim))
+
+
+def _prior(
+    prior: dict, latent_dim: int, event_shape: tuple[int, ...], q: Amortized, train_data: Tensor | None
+) -> nn.Module:
+    """The `prior` section over `[latent_dim]`; `q` and `train_data` are offered to priors built from them."""
+    return PRIORS.build(
+        *_split(prior), latent_dim=latent_dim, event_shape=event_shape, posterior=q, train_data=train_data
     )
-    dec = NETWORKS.build(*_split(decoder), in_features=latent_dim, out_features=lik.num_outputs, **net_context)
-    if getattr(dec, "autoregressive", False):
-        raise ConfigError(f"decoder {decoder['type']!r} reads x itself; use it in model.type: hvae (a PixelHVAE)")
-    return enc, post, pri, dec, lik
 
 
-@MODELS.register("vae")
-def _vae(
-    event_shape,
-    latent_dim: int,
-    encoder: dict,
-    decoder: dict,
-    posterior: dict,
-    prior: dict,
-    likelihood: dict,
-    train_data: Tensor | None = None,
-):
-    parts = _composition(event_shape, latent_dim, encoder, decoder, posterior, prior, likelihood, train_data)
-    if parts[-1].data_kind == "labels":
-        raise ConfigError("a vae models its inputs, not labels; for a classifier set model.type: vib (or classifier)")
-    return models.VAE(*parts)
+def _composed(model_cls: type[nn.Module], labels: bool, wrong_data: str):
+    """The MODELS builder of `model_cls(encoder, posterior family, prior, decoder, likelihood)`; `labels`: the
+    likelihood must be over labels (else over the inputs), or ConfigError `wrong_data`."""
+
+    def build(
+        event_shape,
+        latent_dim: int,
+        encoder: dict,
+        decoder: dict,
+        posterior: dict,
+        prior: dict,
+        likelihood: dict,
+        train_data: Tensor | None = None,
+    ) -> nn.Module:
+        lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
+        q = _amortized(event_shape, latent_dim, encoder, posterior)
+        pri = _prior(prior, latent_dim, event_shape, q, train_data)
+        dec = NETWORKS.build(
+            *_split(decoder), in_features=latent_dim, out_features=lik.num_outputs, event_shape=event_shape
+        )
+        if getattr(dec, "autoregressive", False):
+            raise ConfigError(f"decoder {decoder['type']!r} reads x itself; use it in model.type: hvae (a PixelHVAE)")
+        if (lik.data_kind == "labels") != labels:
+            raise ConfigError(wrong_data)
+        return model_cls(q.encoder, q.family, pri, dec, lik)
+
+    return build
 
 
-@MODELS.register("vib")
-def _vib(
-    event_shape,
-    latent_dim: int,
-    encoder: dict,
-    decoder: dict,
-    posterior: dict,
-    prior: dict,
-    likelihood: dict,
-    train_data: Tensor | None = None,
-):
-    """VIB classifier (Alemi et al. 2017): the vae composition over (inputs, label) pairs; `event_shape` is the
-    inputs', the likelihood is over labels (`categorical`)."""
-    parts = _composition(event_shape, latent_dim, encoder, decoder, posterior, prior, likelihood, train_data)
-    if parts[-1].data_kind != "labels":
-        raise ConfigError("a vib classifies: set model.likelihood: {type: categorical, classes: C}")
-    return models.VIB(*parts)
+MODELS.register("vae")(
+    _composed(
+        models.VAE,
+        labels=False,
+        wrong_data="a vae models its inputs, not labels; for a classifier set model.type: vib (or classifier)",
+    )
+)
+# VIB classifier (Alemi et al. 2017): the vae composition over (inputs, label) pairs; `event_shape` is the inputs',
+# the likelihood is over labels (`categorical`).
+MODELS.register("vib")(
+    _composed(
+        models.VIB,
+        labels=True,
+        wrong_data="a vib classifies: set model.likelihood: {type: categorical, classes: C}",
+    )
+)
 
 
 @MODELS.register("classifier")

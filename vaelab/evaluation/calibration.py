@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vaelab.data.supervised import Supervised
-from vaelab.evaluation.loglik import _chunk_size
+from vaelab.evaluation.loglik import _chunk_size, map_batches
 
 
 @dataclass
@@ -138,11 +137,6 @@ def predict(
 ) -> Predictions:
     """`posterior_predictive` over a labelled split in batches of data points; results on the CPU."""
     device = next(model.parameters()).device
-    parts = []
-    batches = range(0, len(data), batch_size)
-    for start in tqdm(
-        batches, desc="posterior predictive", unit="batch", disable=None if progress else True, leave=False
-    ):
-        x = data.inputs[start : start + batch_size].to(device)
-        parts.append(posterior_predictive(model, x, samples, max_elements).cpu())
+    predictive = lambda x: posterior_predictive(model, x, samples, max_elements).cpu()  # noqa: E731
+    parts = map_batches(predictive, data.inputs, batch_size, device, progress, "posterior predictive")
     return Predictions(torch.cat(parts), data.targets.cpu())

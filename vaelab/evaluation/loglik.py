@@ -9,7 +9,9 @@ batched over data points and samples together (one decoder call on `[c * B, D]`)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -39,6 +41,37 @@ class ISEstimate:
             "elbo_se": se(self.elbo),
             "ess_mean": float(self.ess.mean()),
         }
+
+    @classmethod
+    def from_chunks(cls, lse: list[Tensor], lse2: list[Tensor], total: Tensor, n: int) -> ISEstimate:
+        """The estimate from n weights v per data point, reduced chunk by chunk: `lse`, `lse2` the chunks'
+        log sum v and log sum v^2, `total` the sum over the n draws of the ELBO's summand, each `[B]`:
+        log p^ = log (1/n) sum v, ELBO = total / n, ESS = (sum v)^2 / sum v^2."""
+        log_sum = torch.logsumexp(torch.stack(lse), 0)
+        ess = torch.exp(2 * log_sum - torch.logsumexp(torch.stack(lse2), 0))
+        return cls(log_sum - math.log(n), total / n, ess)
+
+    def cpu(self) -> ISEstimate:
+        """The same estimate with its tensors on the CPU."""
+        return ISEstimate(self.log_likelihood.cpu(), self.elbo.cpu(), self.ess.cpu())
+
+    @classmethod
+    def cat(cls, parts: Sequence[ISEstimate]) -> ISEstimate:
+        """One estimate `[N]` from per-batch ones `[B_i]`, concatenated in order."""
+        return cls(*(torch.cat(ts) for ts in zip(*[(p.log_likelihood, p.elbo, p.ess) for p in parts], strict=True)))
+
+
+R = TypeVar("R")
+
+
+def map_batches(
+    fn: Callable[[Tensor], R], data: Tensor, batch_size: int, device: torch.device, progress: bool, desc: str
+) -> list[R]:
+    """`[fn(b) for b in batches]`, the batches `data[i : i + batch_size]` of `data` `[N, ...]` moved to `device`
+    one at a time, with a tqdm bar labelled `desc` (none when not `progress`)."""
+    batches = range(0, data.shape[0], batch_size)
+    bar = tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False)
+    return [fn(data[start : start + batch_size].to(device)) for start in bar]
 
 
 #: On the CPU, decoder outputs per chunk that keep a chunk's activations in cache (a few MB of float32):
@@ -87,9 +120,7 @@ def importance_sampled_log_likelihood(
             reduce()
     if pending:
         reduce()
-    log_sum = torch.logsumexp(torch.stack(lse), 0)
-    ess = torch.exp(2 * log_sum - torch.logsumexp(torch.stack(lse2), 0))
-    return ISEstimate(log_sum - math.log(samples), total / samples, ess)
+    return ISEstimate.from_chunks(lse, lse2, total, samples)
 
 
 @torch.no_grad()
@@ -107,10 +138,5 @@ def evaluate_log_likelihood(
     Data are moved to the model's device batch by batch. Returns `[N]` tensors on the CPU.
     """
     device = next(model.parameters()).device
-    parts = []
-    batches = range(0, data.shape[0], batch_size)
-    for start in tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False):
-        x = data[start : start + batch_size].to(device)
-        est = importance_sampled_log_likelihood(model, x, samples, max_elements)
-        parts.append([t.cpu() for t in (est.log_likelihood, est.elbo, est.ess)])
-    return ISEstimate(*(torch.cat(ts) for ts in zip(*parts, strict=True)))
+    estimate = lambda x: importance_sampled_log_likelihood(model, x, samples, max_elements).cpu()  # noqa: E731
+    return ISEstimate.cat(map_batches(estimate, data, batch_size, device, progress, desc))

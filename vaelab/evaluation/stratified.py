@@ -10,15 +10,12 @@ mixture (K = 1) it is the plain IS estimate. Draws are made in chunks of T so me
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from vaelab.distributions import ReparameterizedMixture
 from vaelab.errors import ConfigError
-from vaelab.evaluation.loglik import CPU_CHUNK_ELEMENTS, ISEstimate
+from vaelab.evaluation.loglik import CPU_CHUNK_ELEMENTS, ISEstimate, map_batches
 from vaelab.objectives.stratified import stratified_log_weights
 
 
@@ -52,9 +49,7 @@ def stratified_log_likelihood(model, x, samples: int = 100, max_elements: int = 
         lse.append(torch.logsumexp(v, 0))
         lse2.append(torch.logsumexp(2 * v, 0))
         selbo_sum = selbo_sum + (draws.log_alpha.exp() * log_w.sum(0)).sum(0)
-    log_sum = torch.logsumexp(torch.stack(lse), 0)
-    ess = torch.exp(2 * log_sum - torch.logsumexp(torch.stack(lse2), 0))
-    return ISEstimate(log_sum - math.log(T), selbo_sum / T, ess)
+    return ISEstimate.from_chunks(lse, lse2, selbo_sum, T)
 
 
 @torch.no_grad()
@@ -71,12 +66,8 @@ def evaluate_stratified_log_likelihood(
     if samples < 1:
         raise ConfigError(f"the SIWAE evidence estimate needs samples >= 1, got {samples}")
     device = next(model.parameters()).device
-    parts = []
-    batches = range(0, data.shape[0], batch_size)
-    for start in tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False):
-        est = stratified_log_likelihood(model, data[start : start + batch_size].to(device), samples, max_elements)
-        parts.append([t.cpu() for t in (est.log_likelihood, est.elbo, est.ess)])
-    return ISEstimate(*(torch.cat(ts) for ts in zip(*parts, strict=True)))
+    estimate = lambda x: stratified_log_likelihood(model, x, samples, max_elements).cpu()  # noqa: E731
+    return ISEstimate.cat(map_batches(estimate, data, batch_size, device, progress, desc))
 
 
 @torch.no_grad()
@@ -105,13 +96,11 @@ def stratified_summary(
     q = model.posterior(data[:1].to(device))
     if not isinstance(q, ReparameterizedMixture):
         return {}
-    est = evaluate_stratified_log_likelihood(model, data, samples, batch_size, max_elements, progress)
-    n = est.log_likelihood.numel()
-    se = lambda t: float(t.std() / math.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
+    est = evaluate_stratified_log_likelihood(model, data, samples, batch_size, max_elements, progress).summary()
     return {
-        "siwae_log_likelihood": float(est.log_likelihood.mean()),
-        "siwae_log_likelihood_se": se(est.log_likelihood),
-        "siwae_selbo": float(est.elbo.mean()),
+        "siwae_log_likelihood": est["log_likelihood"],
+        "siwae_log_likelihood_se": est["log_likelihood_se"],
+        "siwae_selbo": est["elbo"],
         "components": q.components,
         "siwae_draws_per_component": max(1, round(samples / q.components)),
     }

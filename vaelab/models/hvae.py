@@ -26,7 +26,7 @@ from vaelab.models.vae import VAE
 from vaelab.nets.pixelcnn import PixelCNN
 from vaelab.posteriors import PosteriorFamily
 from vaelab.priors import Prior
-from vaelab.registry import LIKELIHOODS, MODELS, NETWORKS, POSTERIORS, PRIORS
+from vaelab.registry import LIKELIHOODS, MODELS, NETWORKS, POSTERIORS
 
 
 class Join(nn.Module):
@@ -263,7 +263,7 @@ def _hvae(
     body of q(z2 | x); `posterior` the Gaussian head of q(z2 | x), q(z1 | x, z2) and p(z1 | z2); `prior` is p(z2);
     `decoder` the joint part of p(x | z1, z2) (a `pixelcnn` gives a PixelHVAE). Options `q_z1: {x, z2, joint}`,
     `p_z1` and `p_x: {z1, z2}` are the other networks (defaults: the paper's gated MLPs with 300 units)."""
-    from vaelab.build import Amortized, _split  # here, not at the top: vaelab.build imports this package
+    from vaelab.build import _amortized, _prior, _split  # here, not at the top: vaelab.build imports this package
 
     q_z1, p_x = _sections("q_z1", q_z1, _Q_Z1), _sections("p_x", p_x, _P_X)
     if p_z1 is not None and (not isinstance(p_z1, dict) or "type" not in p_z1):
@@ -278,13 +278,11 @@ def _hvae(
         return POSTERIORS.build(*_split(posterior), in_features=n_in, latent_dim=latent)
 
     lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
-    enc = net(encoder, data_dim)  # q(z2 | x)
-    post2 = head(enc.out_features, d2)
+    q2 = _amortized(event_shape, d2, encoder, posterior)  # q(z2 | x)
+    enc, post2 = q2.encoder, q2.family
     qx, qz = net(q_z1["x"], data_dim), net(q_z1["z2"], d2)  # q(z1 | x, z2)
     q1 = Join(qx, qz, net(q_z1["joint"], qx.out_features + qz.out_features))
-    top = PRIORS.build(
-        *_split(prior), latent_dim=d2, event_shape=event_shape, posterior=Amortized(enc, post2), train_data=train_data
-    )
+    top = _prior(prior, d2, event_shape, q2, train_data)
     body = net(p_z1, d2)  # p(z1 | z2)
     pri = HierarchicalPrior(top, body, head(body.out_features, d1))
     b1, b2 = net(p_x["z1"], d1), net(p_x["z2"], d2)  # p(x | z1, z2)

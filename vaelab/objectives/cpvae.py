@@ -152,13 +152,4 @@ class CPVAEBound(Objective):
         )
 
 
-@OBJECTIVES.register("cpvae")
-def _cpvae(
-    estimator: str = "exact",
-    samples: int = 1,
-    temperature: float = 1.0,
-    min_temperature: float = 0.5,
-    anneal_rate: float = 0.0,
-    straight_through: bool = False,
-) -> CPVAEBound:
-    return CPVAEBound(estimator, samples, temperature, min_temperature, anneal_rate, straight_through)
+OBJECTIVES.register("cpvae")(CPVAEBound)  # options: the constructor's arguments

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.errors import ConfigError
 from vaelab.posteriors.base import PosteriorFamily
+from vaelab.posteriors.diagonal_gaussian import diagonal_normal
 from vaelab.registry import POSTERIORS
 
 
@@ -82,9 +83,7 @@ class CategoricalGaussian(PosteriorFamily):
             a, g = base.chunk(2, dim=-1)
             base = self.head(a * torch.sigmoid(g))
         mu, log_var = base.chunk(2, dim=-1)
-        if self.min_log_var is not None or self.max_log_var is not None:
-            log_var = log_var.clamp(self.min_log_var, self.max_log_var)
-        return DiagonalNormal(mu, torch.exp(0.5 * log_var), 0.5 * log_var)
+        return diagonal_normal(mu, log_var, self.min_log_var, self.max_log_var)
 
     def forward(self, h: Tensor) -> CategoricalGaussianPosterior:
         """`h` `[B, F]` -> q(z | x) with K components `[B, K, D]` and weights q(c | x) `[B, K]`."""
@@ -95,13 +94,4 @@ class CategoricalGaussian(PosteriorFamily):
         return CategoricalGaussianPosterior(self.logits_head(h), components, lambda c: self._gaussian(base + c @ w_c.T))
 
 
-@POSTERIORS.register("categorical_gaussian")
-def _categorical_gaussian(
-    in_features: int,
-    latent_dim: int,
-    categories: int = 10,
-    hidden: int | None = 300,
-    min_log_var: float | None = None,
-    max_log_var: float | None = None,
-) -> CategoricalGaussian:
-    return CategoricalGaussian(in_features, latent_dim, categories, hidden, min_log_var, max_log_var)
+POSTERIORS.register("categorical_gaussian")(CategoricalGaussian)  # options: the constructor's arguments

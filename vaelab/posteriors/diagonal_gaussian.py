@@ -10,6 +10,17 @@ from vaelab.posteriors.base import PosteriorFamily
 from vaelab.registry import POSTERIORS
 
 
+def diagonal_normal(
+    mu: Tensor, log_var: Tensor, min_log_var: float | None = None, max_log_var: float | None = None
+) -> DiagonalNormal:
+    """N(mu, diag exp(log_var)) for `mu`, `log_var` `[..., D]`, log_var first clamped to `[min_log_var,
+    max_log_var]` when either is set (VampPrior's code uses a hardtanh to [-6, 2])."""
+    if min_log_var is not None or max_log_var is not None:
+        log_var = log_var.clamp(min_log_var, max_log_var)
+    log_scale = 0.5 * log_var
+    return DiagonalNormal(mu, torch.exp(log_scale), log_scale)
+
+
 class DiagonalGaussian(PosteriorFamily):
     """Linear heads for mu and log sigma^2; log sigma^2 optionally clamped to `[min_log_var, max_log_var]`
     (VampPrior's code uses a hardtanh to [-6, 2])."""
@@ -23,10 +34,7 @@ class DiagonalGaussian(PosteriorFamily):
 
     def forward(self, h: Tensor) -> DiagonalNormal:
         mu, log_var = self.head(h).chunk(2, dim=-1)
-        if self.min_log_var is not None or self.max_log_var is not None:
-            log_var = log_var.clamp(self.min_log_var, self.max_log_var)
-        log_scale = 0.5 * log_var
-        return DiagonalNormal(mu, torch.exp(log_scale), log_scale)
+        return diagonal_normal(mu, log_var, self.min_log_var, self.max_log_var)
 
 
 @POSTERIORS.register("diagonal_gaussian")

@@ -52,28 +52,4 @@ class AuxiliaryFlowPosterior(PosteriorFamily):
         return AuxiliaryFlowDistribution(self.base(h), self.flow)
 
 
-@POSTERIORS.register("auxiliary_flow")
-def _auxiliary_flow(
-    in_features: int,
-    latent_dim: int,
-    steps: int = 2,
-    hidden: Sequence[int] = (100, 100),
-    aux_hidden: Sequence[int] = (100, 100),
-    reverse_hidden: Sequence[int] = (100, 100),
-    activation: str = "elu",
-    conditional_aux: bool = True,
-    min_log_var: float | None = None,
-    max_log_var: float | None = None,
-) -> AuxiliaryFlowPosterior:
-    return AuxiliaryFlowPosterior(
-        in_features,
-        latent_dim,
-        steps,
-        hidden,
-        aux_hidden,
-        reverse_hidden,
-        activation,
-        conditional_aux,
-        min_log_var,
-        max_log_var,
-    )
+POSTERIORS.register("auxiliary_flow")(AuxiliaryFlowPosterior)  # options: the constructor's arguments

@@ -9,13 +9,13 @@ The returned `ReparameterizedMixture` has no `rsample`; train it with a stratifi
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
-from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
+from vaelab.distributions import ReparameterizedMixture
 from vaelab.errors import ConfigError
 from vaelab.posteriors.base import PosteriorFamily
+from vaelab.posteriors.diagonal_gaussian import diagonal_normal
 from vaelab.posteriors.full_covariance import cholesky_factor, tril_size
 from vaelab.registry import POSTERIORS
 
@@ -64,26 +64,10 @@ class GaussianMixture(PosteriorFamily):
             logits = out.new_zeros(out.shape[:-1])
         loc, raw = out[..., :D], out[..., D:]
         if self.covariance == "diagonal":
-            if self.min_log_var is not None or self.max_log_var is not None:
-                raw = raw.clamp(self.min_log_var, self.max_log_var)
-            log_scale = 0.5 * raw
-            comps = DiagonalNormal(loc, torch.exp(log_scale), log_scale)
+            comps = diagonal_normal(loc, raw, self.min_log_var, self.max_log_var)
         else:
             comps = MultivariateNormal(loc, scale_tril=cholesky_factor(raw, D, self.min_scale), validate_args=False)
         return ReparameterizedMixture(logits, comps)
 
 
-@POSTERIORS.register("gaussian_mixture")
-def _gaussian_mixture(
-    in_features: int,
-    latent_dim: int,
-    components: int = 4,
-    covariance: str = "diagonal",
-    learn_weights: bool = True,
-    min_log_var: float | None = None,
-    max_log_var: float | None = None,
-    min_scale: float = 1e-4,
-) -> GaussianMixture:
-    return GaussianMixture(
-        in_features, latent_dim, components, covariance, learn_weights, min_log_var, max_log_var, min_scale
-    )
+POSTERIORS.register("gaussian_mixture")(GaussianMixture)  # options: the constructor's arguments

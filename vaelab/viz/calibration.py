@@ -8,16 +8,14 @@ import numpy as np
 from torch import Tensor
 
 from vaelab.evaluation.calibration import max_confidence_bins, true_class_bins
+from vaelab.viz.figure import pyplot, save_figure
 
 
 def save_reliability_diagram(probs: Tensor, targets: Tensor, path: str | Path, title: str = "", bins: int = 10) -> Path:
     """Two panels for predictive probabilities `probs` `[N, C]` and classes `targets` `[N]`: left, Guo et al.'s
     equal-width bins of the max confidence (bars: accuracy; red: the gap to the diagonal); right, SIWAE app.
     B.1's equal-mass bins of the true-class confidence (points: fraction correct against mean p(y_true))."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     guo, siwae = max_confidence_bins(probs, targets, bins), true_class_bins(probs, targets, bins)
     fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 4), dpi=120)
@@ -50,10 +48,4 @@ def save_reliability_diagram(probs: Tensor, targets: Tensor, path: str | Path, t
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
     left.legend(frameon=False, loc="upper left", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

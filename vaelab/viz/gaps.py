@@ -9,20 +9,13 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from vaelab.viz.figure import pyplot, save_figure
 
 
 def save_gap_chart(columns: list[tuple[str, dict]], path: str | Path) -> Path:
     """Stacked bars, one per `(name, summary)` (`GapResult.summary()`): approximation below, amortization
     above, their sum the inference gap; error bars are standard errors over data points."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(2.4 + 1.4 * len(columns), 4.0), dpi=120)
     xs = range(len(columns))
     for i, (_, s) in enumerate(columns):
@@ -42,11 +35,7 @@ def save_gap_chart(columns: list[tuple[str, dict]], path: str | Path) -> Path:
     ax.set_ylabel("nats")
     ax.set_title("inference gap\n= approximation + amortization", fontsize=9)
     ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _log_density(q: Distribution, z: Tensor, flow_samples: int) -> Tensor:
@@ -74,7 +63,7 @@ def save_posterior_contours(
         from vaelab.errors import ConfigError
 
         raise ConfigError(f"posterior contours need a model with a 2-D latent, this one has {model.latent_dim}")
-    plt = _pyplot()
+    plt = pyplot()
     K = x.shape[0]
     t = torch.linspace(0.0, 1.0, grid, dtype=x.dtype, device=x.device)
     unit = torch.stack(torch.meshgrid(t, t, indexing="xy"), -1).reshape(-1, 1, 2)  # [G, 1, 2] in [0, 1]^2
@@ -106,8 +95,4 @@ def save_posterior_contours(
                 ax.set_ylabel(name, fontsize=8)
             if r == 0:
                 ax.set_title(f"point {chr(65 + k) if k < 26 else k}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vaelab.viz.figure import pyplot
+
 
 def image_grid(images: Tensor, rows: int | None = None, pad: int = 1) -> Tensor:
     """Tile `[N, C, H, W]` (or `[N, H, W]`) images in [0, 1] into one `[rows*(H+pad), cols*(W+pad)(, C)]`
@@ -27,10 +29,7 @@ def image_grid(images: Tensor, rows: int | None = None, pad: int = 1) -> Tensor:
 
 def save_image_grid(images: Tensor, path: str | Path, rows: int | None = None, scale: int = 3) -> Path:
     """Write a grid of images in [0, 1] to a PNG, each pixel enlarged `scale` times."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     grid = image_grid(images.detach().float().cpu(), rows)
     if scale > 1:

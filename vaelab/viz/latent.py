@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from vaelab.errors import ConfigError
+from vaelab.viz.figure import pyplot, save_figure
 
 
 def decision_regions(probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -39,10 +40,7 @@ def save_latent_figure(
 ) -> Path:
     """Draw `samples` z ~ q(z | x) for one input `x` `[*event]` over the decoder's decision regions on a
     `grid` x `grid` lattice covering the draws (PNG). Needs a 2-D latent."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Patch
 
     device = next(model.parameters()).device
@@ -80,8 +78,4 @@ def save_latent_figure(
     shown = sorted(set(classes.unique().tolist()))
     handles = [Patch(color=palette[c % 10].tolist(), label=str(c)) for c in shown]
     ax_z.legend(handles=handles, title="class", fontsize=7, title_fontsize=7, loc="upper right", framealpha=0.8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

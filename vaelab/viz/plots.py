@@ -6,13 +6,12 @@ from pathlib import Path
 
 from torch import Tensor
 
+from vaelab.viz.figure import pyplot, save_figure
+
 
 def save_histogram(values: Tensor, path: str | Path, xlabel: str, title: str = "", bins: int = 50) -> Path:
     """Histogram of `values` `[N]` with its mean marked, written as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     v = values.detach().float().cpu().numpy()
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
@@ -22,8 +21,4 @@ def save_histogram(values: Tensor, path: str | Path, xlabel: str, title: str = "
     ax.set_ylabel("examples")
     ax.set_title(title, fontsize=10)
     ax.legend(frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -7,14 +7,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vaelab.viz.figure import pyplot, save_figure
+
 
 def save_sample_histograms(panels: dict[str, Tensor], reference: Tensor, path: str | Path, title: str = "") -> Path:
     """One panel per entry of `panels` (label -> generated values `[N]` or `[N, 1]`), each over the histogram of
     `reference` (e.g. the training data), as densities on common bins; written as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ref = reference.detach().float().cpu().reshape(-1)
     values = {k: v.detach().float().cpu().reshape(-1) for k, v in panels.items()}
@@ -28,9 +27,5 @@ def save_sample_histograms(panels: dict[str, Tensor], reference: Tensor, path: s
         ax.set_xlabel("x")
         ax.legend(frameon=False, fontsize=8)
     axes[0][0].set_ylabel("density")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    fig.suptitle(title, fontsize=10)  # even when empty, as it always was
+    return save_figure(fig, path)
