@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
 
 from vaelab.cli import main
-from vaelab.sweep import parse_axis
+from vaelab.errors import ConfigError
+from vaelab.sweep import figure_panels, parse_axis, parse_reference
 
 TINY = [
     "--budget",
@@ -67,3 +72,45 @@ def test_elbo_on_a_mixture_posterior_is_a_one_line_config_error(tmp_path, capsys
     assert (
         code == 2 and "set objective.type to selbo or siwae" in err[-1] and err[-1].startswith("vaelab train: error:")
     )
+
+
+def test_figure_panels_hold_a_row_per_metric_and_a_column_per_axis():
+    axes = [parse_axis("posterior.components=1,5"), parse_axis("objective.options.samples=1,2")]
+    rows = [
+        {"run": f"{o}-{k}-{t}", "objective": o, "components": k, "samples": t, "accuracy": k + t / 10, "ece": -k}
+        for o in ("selbo", "siwae")
+        for k in (1, 5)
+        for t in (1, 2)
+    ]
+    refs = {"pyramid": {"accuracy": 0.9}, "bottleneck": {"accuracy": 0.7, "ece": 0.05}}
+    panels = figure_panels(rows, axes, ["accuracy", "ece"], refs)
+    assert [[(p.xlabel, p.ylabel) for p in row] for row in panels] == [
+        [("components", "accuracy"), ("samples", "accuracy")],
+        [("components", "ece"), ("samples", "ece")],
+    ]
+    by_k, by_t = panels[0]
+    assert by_k.series["siwae, samples=2"] == ([1.0, 5.0], [1.2, 5.2]) and by_k.logx and by_k.xticks == [1.0, 5.0]
+    assert by_t.series["selbo, components=5"] == ([1.0, 2.0], [5.1, 5.2]) and not by_t.logx
+    assert len(by_k.series) == len(by_t.series) == 4
+    assert by_k.hlines == {"pyramid": 0.9, "bottleneck": 0.7} and panels[1][1].hlines == {"bottleneck": 0.05}
+    assert parse_reference(" pyramid = runs/p ") == ("pyramid", Path("runs/p"))
+    with pytest.raises(ConfigError, match="LABEL=RUN_DIR"):
+        parse_reference("runs/p")
+
+
+def test_sweep_draws_several_metrics_and_reference_runs(tmp_path, capsys):
+    ref = tmp_path / "exact"
+    ref.mkdir()
+    args = ["sweep", "configs/siwae/toy_abs.yaml", "--grid", "posterior.components=1,2", "--objectives", "siwae"]
+    args += ["--out", str(tmp_path / "sweep"), "--reference", f"exact={ref}", *TINY]
+    # a reference without its evaluation stops the sweep before any training, with the command that fixes it
+    assert main([*args, "--metrics", "siwae_log_likelihood,log_likelihood"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"vaelab evaluate {ref} --split train" in err[-1] and not (tmp_path / "sweep").exists()
+    (ref / "eval-train.json").write_text(json.dumps({"n": 40, "log_likelihood": -3.25, "note": "text is skipped"}))
+    assert main([*args, "--metrics", "siwae_log_likelihood,log_likelihood,no_such_column"]) == 0
+    assert "no run has no_such_column" in capsys.readouterr().err
+    md = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "Reference runs:" in md and f"| exact | {ref} | 40 | -3.2500 |" in md
+    height, width, _ = matplotlib.image.imread(tmp_path / "sweep" / "sweep.png").shape
+    assert (height, width) == (2 * 432, 660)  # 2 metrics x 1 axis panels of 5.5 x 3.6 inches at 120 dpi

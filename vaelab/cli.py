@@ -1,4 +1,4 @@
-"""The `vaelab` command line: train, evaluate, sample, datasets, gaps, sweep.
+"""The `vaelab` command line: train, evaluate, sample, datasets, gaps, sweep, report.
 
 User errors (bad config, missing data, wrong run directory) print one line and exit with status 2;
 a Ctrl-C prints how to resume and exits with 130.
@@ -126,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     from vaelab import sweep  # `vaelab sweep`: a grid of runs tabulated (SIWAE's K x T studies)
 
     sweep.add_parser(sub, _add_common)
+
+    from vaelab import report  # `vaelab report`: AIWAE Table 1 rows (NLL, NVLB, var and gen gaps, active units)
+
+    report.add_parser(sub, _add_common)
     return parser
 
 
@@ -282,6 +286,12 @@ def _cmd_sweep(args) -> int:
     return sweep.command(args)
 
 
+def _cmd_report(args) -> int:
+    from vaelab import report
+
+    return report.command(args)
+
+
 def _cmd_gaps(args) -> int:
     from vaelab import gaps
 
@@ -294,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "datasets": _cmd_datasets}
     commands["gaps"] = _cmd_gaps
     commands["sweep"] = _cmd_sweep
+    commands["report"] = _cmd_report
     if args.command is None:
         parser.print_help()
         return 2

@@ -37,6 +37,7 @@ from vaelab.viz import (
     save_reconstructions,
     save_reliability_diagram,
 )
+from vaelab.viz.posterior_pictures import save_posterior_pictures
 
 
 def resolve_device(name: str) -> torch.device:
@@ -277,7 +278,8 @@ def sample(
     random inputs of `split` when it has a 2-D latent, else nothing. A CP-VAE draws c from q(c) (`categories`
     "posterior") or uniformly ("uniform") and adds `clusters.png` (a row per category), or with `cluster` k writes
     `samples-cluster<k>.png`; scalar data get `samples-histogram.png` instead (`vaelab.generations`), 2-D data a
-    scatter plot of data and samples (`samples.png`)."""
+    scatter plot of data and samples (`samples.png`). Image VAEs also get `modes-<split>.png` for a mixture posterior
+    (SIWAE Fig. C.6) and `posterior-<split>.png` for a 2-D latent (`vaelab.viz.posterior_pictures`)."""
     out = Path(out) if out else run.path
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -307,6 +309,7 @@ def sample(
     pseudo_inputs = getattr(run.model.prior, "pseudo_inputs", None)
     if pseudo_inputs is not None:  # VampPrior: what the learned pseudo-inputs look like
         paths.append(save_image_grid(pseudo_inputs.detach()[:100].cpu(), out / "pseudo_inputs.png"))
+    paths += save_posterior_pictures(run.model, x, out, split)  # mixture modes (SIWAE Fig. C.6); a 2-D latent's q
     return paths
 
 

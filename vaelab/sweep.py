@@ -8,8 +8,11 @@ Each grid point is a run directory `OUT/<objective>-<name>=<value>-...` made by 
 `runs.evaluate` (IS log-likelihood; for mixtures the SIWAE evidence with the same draws; for classifiers
 accuracy and calibration): whatever numbers a run's `eval-<split>.json` holds become columns, so the table
 takes in metrics other evaluators add. A point whose `eval-<split>.json` exists is reused; one whose training
-was interrupted is resumed. Writes `OUT/sweep.csv`, `OUT/sweep.md` and `OUT/sweep.png` (the metric against
-the first grid axis, one line per objective and value of the other axes).
+was interrupted is resumed. Writes `OUT/sweep.csv`, `OUT/sweep.md` and `OUT/sweep.png`: one panel per metric
+(figure rows; `--metrics accuracy,ece`) and grid axis (figure columns: that axis on x, one line per objective
+and value of the other axes), as SIWAE Fig. 4 (accuracy and ECE against K and T) and Fig. 5 (evidence).
+`--reference LABEL=RUN_DIR` adds a finished run's numbers (e.g. a deterministic baseline's accuracy) as a dashed
+line in every panel of a metric it has, and as a row of a second table in sweep.md.
 
 Grid keys are dotted config keys as for `--set`; a key whose first part is a `model` section (`posterior`,
 `prior`, `encoder`, ...) or `latent_dim` may leave out the leading `model.`.
@@ -31,8 +34,20 @@ import yaml
 
 from vaelab.config import Config, ModelConfig, load_config
 from vaelab.errors import ConfigError
+from vaelab.viz.curves import Panel, save_curve_grid
 
 DEFAULT_METRICS = ("siwae_log_likelihood", "log_likelihood", "accuracy")
+TABLE_METRICS = (  # the columns sweep.md shows besides the grid's (and those asked for with --metrics)
+    "siwae_log_likelihood",
+    "siwae_log_likelihood_se",
+    "log_likelihood",
+    "log_likelihood_se",
+    "elbo",
+    "accuracy",
+    "ece",
+    "ece_true_class",
+    "active_units",
+)
 
 
 @dataclasses.dataclass
@@ -62,6 +77,28 @@ def parse_axis(text: str) -> Axis:
     if not values:
         raise ConfigError(f"--grid {key}: give at least one value")
     return Axis(key, values)
+
+
+def parse_reference(text: str) -> tuple[str, Path]:
+    """'pyramid=runs/mnist_column_pyramid' -> ('pyramid', Path('runs/mnist_column_pyramid'))."""
+    label, sep, path = text.partition("=")
+    if not sep or not label.strip() or not path.strip():
+        raise ConfigError(f"--reference expects LABEL=RUN_DIR (e.g. pyramid=runs/mnist_column_pyramid), got {text!r}")
+    return label.strip(), Path(path.strip())
+
+
+def reference_results(references: dict[str, Path], split: str) -> dict[str, dict]:
+    """The numeric entries of each reference run's `eval-<split>.json`, `label -> {column: value}` (and `run`)."""
+    out = {}
+    for label, run_dir in references.items():
+        path = Path(run_dir) / f"eval-{split}.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"reference {label!r}: {path} does not exist; train the run and evaluate it on the sweep's split "
+                f"(vaelab evaluate {run_dir} --split {split})"
+            )
+        out[label] = {"run": str(run_dir), **_numbers(json.loads(path.read_text()))}
+    return out
 
 
 def _number_or_value(v: Any) -> Any:
@@ -141,11 +178,14 @@ def run_sweep(
     overrides: list[str] | None = None,
     out: str | Path | None = None,
     split: str | None = None,
-    metric: str | None = None,
+    metrics: list[str] | str | None = None,
     progress: bool = True,
+    references: dict[str, Path] | None = None,
 ) -> tuple[list[dict], Path]:
     """Run every grid point (sequentially), then write sweep.csv, sweep.md and sweep.png into `out`; returns the
-    table's rows and `out`."""
+    table's rows and `out`. `metrics`: the figure's rows of panels (default: the first of `DEFAULT_METRICS`
+    present); `references`: `label -> run directory` whose `eval-<split>.json` numbers become reference lines."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
     points = grid_points(axes, objectives or [None])
     cfgs = []
     for point in points:
@@ -154,6 +194,8 @@ def run_sweep(
         cfg.train.progress = progress
         cfgs.append(cfg)
     base = cfgs[0].name
+    split = split or cfgs[0].eval.split
+    refs = reference_results(references or {}, split)  # before the runs: a wrong path fails at once
     out = Path(out) if out else Path("runs") / f"{base}-sweep"
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -161,17 +203,23 @@ def run_sweep(
         name = point_name(point, axes)
         cfg.name = f"{cfg.name}-{name}"
         print(f"[{i + 1}/{len(points)}] {name}", file=sys.stderr)
-        result = run_point(cfg, out / name, split or cfg.eval.split, progress)
+        result = run_point(cfg, out / name, split, progress)
         row = {"run": name}
         if "objective.type" in point:
             row["objective"] = point["objective.type"]
         row.update({a.label: point[a.key] for a in axes})
         row.update({(f"eval.{k}" if k in row else k): v for k, v in _numbers(result).items()})
         rows.append(row)
-    write_table(rows, out, grid=["objective"] * bool(objectives) + [a.label for a in axes])
-    metric = metric or next((m for m in DEFAULT_METRICS if any(m in r for r in rows)), None)
-    if metric is not None:
-        write_figure(rows, axes, metric, out / "sweep.png", title=f"{base} ({cfgs[0].eval.split} split)")
+    write_table(rows, out, ["objective"] * bool(objectives) + [a.label for a in axes], metrics, refs)
+    missing = [m for m in metrics if not any(m in r for r in rows)]
+    if missing:
+        print(
+            f"no run has {', '.join(missing)}, left out of the figure; columns: {', '.join(_columns(rows))}",
+            file=sys.stderr,
+        )
+    metrics = [m for m in metrics if m not in missing] or [m for m in DEFAULT_METRICS if any(m in r for r in rows)][:1]
+    if metrics:
+        write_figure(rows, axes, metrics, out / "sweep.png", title=f"{base} ({split} split)", references=refs)
     return rows, out
 
 
@@ -182,35 +230,43 @@ def _columns(rows: list[dict]) -> list[str]:
     return cols
 
 
-def write_table(rows: list[dict], out: Path, grid: list[str]) -> tuple[Path, Path]:
-    """sweep.csv (every column) and sweep.md (the `grid` columns and the main metrics)."""
-    cols = _columns(rows)
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """Every column of `rows` (the union of their keys, first seen first; a missing cell is empty) as CSV."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer = csv.DictWriter(buf, fieldnames=_columns(rows))
     writer.writeheader()
     writer.writerows(rows)
-    (out / "sweep.csv").write_text(buf.getvalue())
-    main = [
-        c
-        for c in cols
-        if c in grid
-        or c.split(".")[-1]
-        in (
-            "siwae_log_likelihood",
-            "siwae_log_likelihood_se",
-            "log_likelihood",
-            "log_likelihood_se",
-            "elbo",
-            "accuracy",
-            "ece",
-            "active_units",
+    path.write_text(buf.getvalue())
+    return path
+
+
+def markdown_table(rows: list[dict], columns: list[str], header: list[str] | None = None) -> str:
+    """The `columns` of `rows` as a Markdown table (floats to 4 decimals; `header` renames the columns)."""
+    lines = ["| " + " | ".join(header or columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    rows: list[dict],
+    out: Path,
+    grid: list[str],
+    metrics: list[str] | None = None,
+    references: dict[str, dict] | None = None,
+) -> tuple[Path, Path]:
+    """sweep.csv (every column) and sweep.md (the `grid` columns, `TABLE_METRICS` and `metrics`; then the
+    `references` `label -> {column: value}` in a second table)."""
+    cols = _columns(rows)
+    write_csv(rows, out / "sweep.csv")
+    shown = (*TABLE_METRICS, *(metrics or []))
+    main = [c for c in cols if c in grid or c in shown or c.split(".")[-1] in TABLE_METRICS]
+    text = markdown_table(rows, main)
+    if references:
+        refs = [{"reference": label, **r} for label, r in references.items()]
+        text += "\nReference runs:\n\n" + markdown_table(
+            refs, ["reference", "run", *(c for c in _columns(refs) if c == "n" or c in shown)]
         )
-    ]
-    lines = ["| " + " | ".join(main) + " |", "|" + "---|" * len(main)]
-    for r in rows:
-        cells = [_fmt(r.get(c, "")) for c in main]
-        lines.append("| " + " | ".join(cells) + " |")
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    (out / "sweep.md").write_text(text)
     return out / "sweep.csv", out / "sweep.md"
 
 
@@ -220,33 +276,52 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_figure(rows: list[dict], axes: list[Axis], metric: str, path: Path, title: str = "") -> Path:
-    """`metric` against the first axis (numeric values on a log axis), one line per objective and combination
-    of the other axes' values."""
-    from vaelab.viz.curves import save_curves
-
-    first = axes[0].label if axes else None
+def _panel(rows: list[dict], axes: list[Axis], x_axis: int | None, metric: str, hlines: dict[str, float]) -> Panel:
+    """`metric` against axis number `x_axis` (numeric values on a log axis when they span 4x; None: against the
+    run name), one line per objective and combination of the other axes' values."""
+    first = axes[x_axis].label if x_axis is not None else None
+    others = [a for i, a in enumerate(axes) if i != x_axis]
     series: dict[str, tuple[list, list]] = {}
     for r in rows:
         if metric not in r:
             continue
-        label = (
-            ", ".join(
-                [str(r["objective"])] * ("objective" in r) + [f"{a.label}={_value_text(r[a.label])}" for a in axes[1:]]
-            )
-            or metric
-        )
+        parts = [str(r["objective"])] * ("objective" in r) + [f"{a.label}={_value_text(r[a.label])}" for a in others]
         x = r[first] if first else r["run"]
         x = float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
-        series.setdefault(label, ([], []))
-        series[label][0].append(x)
-        series[label][1].append(r[metric])
-    xs = sorted({v for x, _ in series.values() for v in x}, key=str)
-    if xs and all(isinstance(v, float) for v in xs):  # grid values: plain ticks, a log axis when they span 4x
-        xs = sorted(xs)
-        logx = xs[0] > 0 and xs[-1] / xs[0] >= 4
-        return save_curves(series, path, first, metric, title=title, logx=logx, xticks=xs)
-    return save_curves(series, path, first or "run", metric, title=title)
+        xs, ys = series.setdefault(", ".join(parts) or metric, ([], []))
+        xs.append(x)
+        ys.append(r[metric])
+    values = sorted({v for x, _ in series.values() for v in x}, key=str)
+    if values and all(isinstance(v, float) for v in values):  # grid values: plain ticks, log axis if they span 4x
+        values = sorted(values)
+        logx = values[0] > 0 and values[-1] / values[0] >= 4
+        return Panel(series, first, metric, logx=logx, hlines=hlines, xticks=values)
+    return Panel(series, first or "run", metric, hlines=hlines)
+
+
+def write_figure(
+    rows: list[dict],
+    axes: list[Axis],
+    metrics: list[str] | str,
+    path: Path,
+    title: str = "",
+    references: dict[str, dict] | None = None,
+) -> Path:
+    """A grid of panels: a row per metric, a column per grid axis (that axis on x; a line per objective and
+    combination of the other axes' values); each reference run that has the metric adds a dashed line."""
+    return save_curve_grid(figure_panels(rows, axes, metrics, references), path, title)
+
+
+def figure_panels(
+    rows: list[dict], axes: list[Axis], metrics: list[str] | str, references: dict[str, dict] | None = None
+) -> list[list[Panel]]:
+    """The panels of `write_figure`, `[metric][axis]` (one column against the run name when there are no axes)."""
+    metrics = [metrics] if isinstance(metrics, str) else metrics
+    panels = []
+    for m in metrics:
+        hlines = {label: r[m] for label, r in (references or {}).items() if m in r}
+        panels.append([_panel(rows, axes, i, m, hlines) for i in (range(len(axes)) if axes else [None])])
+    return panels
 
 
 def add_parser(sub, add_common) -> None:
@@ -268,7 +343,7 @@ def add_parser(sub, add_common) -> None:
         default=[],
         metavar="KEY=V1,V2,...",
         help="a grid axis: dotted config key and comma-separated values; 'model.' may be left out of model keys "
-        "(repeatable; the first axis is the figure's x axis)",
+        "(repeatable; each axis is the x axis of one column of the figure)",
     )
     s.add_argument("--objectives", help="comma-separated objective types, one more grid axis (e.g. selbo,siwae)")
     s.add_argument("--budget", help="a budget the config defines, e.g. quick")
@@ -278,7 +353,20 @@ def add_parser(sub, add_common) -> None:
     s.add_argument("--out", help="sweep directory (default: runs/<config name>-sweep)")
     s.add_argument("--split", help="evaluation split (default: the config's eval.split)")
     s.add_argument(
-        "--metric", help="column to plot (default: the first of siwae_log_likelihood, log_likelihood, accuracy)"
+        "--metrics",
+        "--metric",
+        dest="metrics",
+        metavar="COLUMN[,COLUMN...]",
+        help="columns to plot, a row of panels each, e.g. accuracy,ece,ece_true_class (default: the first of "
+        "siwae_log_likelihood, log_likelihood, accuracy)",
+    )
+    s.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="LABEL=RUN_DIR",
+        help="a finished, evaluated run (e.g. a deterministic baseline): a dashed line in each panel of a metric "
+        "its eval-<split>.json has, and a row below the table (repeatable)",
     )
     add_common(s)
 
@@ -288,6 +376,7 @@ def command(args) -> int:
     if args.device:
         args.overrides = [*args.overrides, f"device={args.device}"]
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     _, out = run_sweep(
         args.config,
         [parse_axis(g) for g in args.grid],
@@ -296,8 +385,9 @@ def command(args) -> int:
         args.overrides,
         args.out,
         args.split,
-        args.metric,
+        metrics,
         progress=not args.no_progress,
+        references=dict(parse_reference(r) for r in args.reference),
     )
     print((out / "sweep.md").read_text(), end="")
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'}", file=sys.stderr)

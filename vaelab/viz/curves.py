@@ -1,9 +1,70 @@
-"""Line plots of numbers against a training or sweep axis (one line per labelled series), as PNG."""
+"""Line plots of numbers against a training or sweep axis (one line per labelled series), as PNG: one panel
+(`save_curves`) or a grid of panels (`save_curve_grid`, e.g. a sweep's metrics x grid axes)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass
+class Panel:
+    """One panel: `series` `label -> (x, y)` drawn as lines with markers, dashed `hlines` `label -> level`,
+    plain tick labels at `xticks` (e.g. a sweep's grid values on a log axis)."""
+
+    series: dict[str, tuple[Sequence[float], Sequence[float]]]
+    xlabel: str
+    ylabel: str
+    title: str = ""
+    logy: bool = False
+    logx: bool = False
+    hlines: dict[str, float] = field(default_factory=dict)
+    xticks: Sequence[float] | None = None
+
+
+def _draw(ax, p: Panel) -> None:
+    for label, (x, y) in p.series.items():
+        ax.plot(list(x), list(y), marker="o", markersize=3, linewidth=1.2, label=label)
+    styles = ["--", ":", "-.", (0, (5, 1))]
+    for i, (label, level) in enumerate(p.hlines.items()):
+        ax.axhline(level, color="k", linestyle=styles[i % len(styles)], linewidth=1, label=label)
+    if p.logy:
+        ax.set_yscale("log")
+    if p.logx:
+        ax.set_xscale("log")
+    if p.xticks is not None:
+        ax.set_xticks(list(p.xticks), [f"{v:g}" for v in p.xticks])
+        ax.minorticks_off()
+    ax.set_xlabel(p.xlabel)
+    ax.set_ylabel(p.ylabel)
+    ax.set_title(p.title, fontsize=10)
+    ax.legend(frameon=False, fontsize=7 if len(p.series) + len(p.hlines) > 6 else 8)
+
+
+def save_curve_grid(panels: Sequence[Sequence[Panel | None]], path: str | Path, title: str = "") -> Path:
+    """A grid of panels, `panels[row][column]` (None leaves a cell empty), as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(panels), max(len(r) for r in panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), dpi=120, squeeze=False)
+    for r, row in enumerate(panels):
+        for c in range(cols):
+            p = row[c] if c < len(row) else None
+            if p is None:
+                axes[r][c].axis("off")
+            else:
+                _draw(axes[r][c], p)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def save_curves(
@@ -19,29 +80,4 @@ def save_curves(
 ) -> Path:
     """One line with markers per `series` entry `label -> (x, y)`; `hlines` adds dashed reference levels;
     `xticks` puts plain labels at those values (e.g. a sweep's grid values on a log axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    for label, (x, y) in series.items():
-        ax.plot(list(x), list(y), marker="o", markersize=3, linewidth=1.2, label=label)
-    for label, level in (hlines or {}).items():
-        ax.axhline(level, color="k", linestyle="--", linewidth=1, label=label)
-    if logy:
-        ax.set_yscale("log")
-    if logx:
-        ax.set_xscale("log")
-    if xticks is not None:
-        ax.set_xticks(list(xticks), [f"{v:g}" for v in xticks])
-        ax.minorticks_off()
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_curve_grid([[Panel(series, xlabel, ylabel, title, logy, logx, dict(hlines or {}), xticks)]], path)

@@ -8,36 +8,36 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vaelab.viz.figure import pyplot, save_figure
+
 
 def save_posterior_panels(
     panels: dict[str, dict[str, Tensor]],
     path: str | Path,
-    log_density: Callable[[Tensor], Tensor] | None = None,
+    log_density: Callable[[Tensor], Tensor] | dict[str, Callable[[Tensor], Tensor]] | None = None,
     extent: float = 2.0,
     title: str = "",
     grid: int = 200,
 ) -> Path:
     """A grid of panels, `panels[row][column]` = samples `[N, 2]` (rows: e.g. q and its importance-weighted
-    version; columns: models), each over the contours of `log_density` (`[M, 2] -> [M]`, e.g. the exact
-    log p(z | x)) on the square [-extent, extent]^2."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    version; columns: models, or inputs), each over the contours of `log_density` (`[M, 2] -> [M]` float64, e.g.
+    the exact log p(z | x) up to a constant; or a dict `column -> callable`, one density per column) on the
+    square [-extent, extent]^2."""
+    plt = pyplot()
 
     cols = list(next(iter(panels.values())))
     fig, axes = plt.subplots(
         len(panels), len(cols), figsize=(3.0 * len(cols), 3.0 * len(panels)), dpi=120, squeeze=False
     )
-    if log_density is not None:
-        ticks = torch.linspace(-extent, extent, grid, dtype=torch.float64)
-        zz = torch.cartesian_prod(ticks, ticks)  # [grid^2, 2], first coordinate slowest
-        dens = log_density(zz).exp().reshape(grid, grid).T  # rows: second coordinate
+    densities = log_density if isinstance(log_density, dict) else dict.fromkeys(cols, log_density)
+    ticks = torch.linspace(-extent, extent, grid, dtype=torch.float64)
+    zz = torch.cartesian_prod(ticks, ticks)  # [grid^2, 2], first coordinate slowest
+    dens = {c: f(zz).exp().reshape(grid, grid).T for c, f in densities.items() if f is not None}  # rows: 2nd coord
     for r, (row, entries) in enumerate(panels.items()):
         for c, name in enumerate(cols):
             ax, z = axes[r][c], entries[name].detach().cpu()
-            if log_density is not None:
-                ax.contour(ticks.numpy(), ticks.numpy(), dens.numpy(), levels=6, colors="0.55", linewidths=0.7)
+            if name in dens:
+                ax.contour(ticks.numpy(), ticks.numpy(), dens[name].numpy(), levels=6, colors="0.55", linewidths=0.7)
             ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), s=2, alpha=0.35, color="#c44e52", linewidths=0)
             ax.set_xlim(-extent, extent)
             ax.set_ylim(-extent, extent)
@@ -45,22 +45,13 @@ def save_posterior_panels(
             ax.set_title(f"{name}: {row}", fontsize=9)
             ax.set_xlabel("$z_1$")
         axes[r][0].set_ylabel("$z_2$")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def save_point_clouds(panels: dict[str, Tensor], path: str | Path, title: str = "") -> Path:
     """Side-by-side scatter plots of 2-D points, one panel per `panels` entry `title -> [N, 2]` (e.g. data
     and model samples of a 2-D toy dataset), on shared axes."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), dpi=120, squeeze=False, sharey=True)
     for ax, (name, x) in zip(axes[0], panels.items(), strict=True):
@@ -69,10 +60,4 @@ def save_point_clouds(panels: dict[str, Tensor], path: str | Path, title: str = 
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("$x_1$")
     axes[0][0].set_ylabel("$x_2$")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
