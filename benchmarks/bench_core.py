@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,8 @@ class Result:
         return cls(w.name, w.kind, w.unit, w.units / t.median, w.units / t.best, w.flops / t.median / 1e9, t.spread)
 
 
-def vaelab_config(objective: str = "elbo", samples: int = 1):
+def vaelab_config(objective: str = "elbo", samples: int = 1, overrides: Sequence[str] = ()):
+    """The benchmark model's config; `overrides` (e.g. `model.prior={type: vampprior}`) are applied last."""
     from vaelab.config import load_config
 
     mlp = f"{{type: mlp, hidden: [{common.HIDDEN[0]}, {common.HIDDEN[1]}], activation: relu}}"
@@ -83,17 +84,18 @@ def vaelab_config(objective: str = "elbo", samples: int = 1):
             "train.lr=1e-3",
             "train.grad_clip=null",
             "train.progress=false",
+            *overrides,
         ],
     )
 
 
-def build_trainer(objective: str = "elbo", samples: int = 1, seed: int = 0):
+def build_trainer(objective: str = "elbo", samples: int = 1, seed: int = 0, overrides: Sequence[str] = ()):
     """A `Trainer` for the benchmark model on static MNIST (its run directory is never written to)."""
     from vaelab.build import build_model
     from vaelab.data import load_dataset
     from vaelab.train import Trainer
 
-    cfg = vaelab_config(objective, samples)
+    cfg = vaelab_config(objective, samples, overrides)
     torch.manual_seed(seed)
     dataset = load_dataset(cfg.data.name)
     model = build_model(cfg.model, dataset.event_shape)
@@ -117,9 +119,11 @@ def train_name(objective: str, samples: int) -> str:
     return "train ELBO (analytic KL)" if objective == "elbo" else f"train IWAE k={samples}"
 
 
-def vaelab_train(objective: str, samples: int, train: torch.Tensor, quick: bool) -> tuple[Workload, torch.nn.Module]:
+def vaelab_train(
+    objective: str, samples: int, train: torch.Tensor, quick: bool, overrides: Sequence[str] = ()
+) -> tuple[Workload, torch.nn.Module]:
     """`Trainer._step` on real batches; returns the workload and the model it trains."""
-    trainer = build_trainer(objective, samples)
+    trainer = build_trainer(objective, samples, overrides=overrides)
     trainer.model.train()
     nxt = cycle(train_batches(train))
     w = Workload(

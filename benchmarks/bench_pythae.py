@@ -30,9 +30,10 @@ import common  # noqa: E402
 from bench_core import Workload  # noqa: E402
 
 
-def pythae_model(kind: str = "vae", samples: int = 5, seed: int = 0):
-    """A pythae VAE or IWAE (`number_samples=samples`) with the benchmark architecture, BCE likelihood."""
-    from pythae.models import IWAE, VAE, IWAEConfig, VAEConfig
+def pythae_model(kind: str = "vae", samples: int = 5, seed: int = 0, components: int = 500):
+    """A pythae VAE, IWAE (`number_samples=samples`) or VAMP (`number_components=components`, no KL warm-up)
+    with the benchmark architecture, BCE likelihood."""
+    from pythae.models import IWAE, VAE, VAMP, IWAEConfig, VAEConfig, VAMPConfig
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
 
@@ -63,6 +64,15 @@ def pythae_model(kind: str = "vae", samples: int = 5, seed: int = 0):
     if kind == "vae":
         cfg = VAEConfig(input_dim=shape, latent_dim=common.LATENT, reconstruction_loss="bce")
         return VAE(cfg, encoder=Encoder(), decoder=Decoder())
+    if kind == "vamp":
+        cfg = VAMPConfig(
+            input_dim=shape,
+            latent_dim=common.LATENT,
+            reconstruction_loss="bce",
+            number_components=components,
+            linear_scheduling_steps=0,
+        )
+        return VAMP(cfg, encoder=Encoder(), decoder=Decoder())
     cfg = IWAEConfig(input_dim=shape, latent_dim=common.LATENT, reconstruction_loss="bce", number_samples=samples)
     return IWAE(cfg, encoder=Encoder(), decoder=Decoder())
 
@@ -109,8 +119,9 @@ def pythae_is(model, test: torch.Tensor, points: int, batch_size: int, no_grad: 
     )
 
 
-def best_get_nll_setting(model, test: torch.Tensor, quick: bool) -> tuple[int, bool]:
-    """pythae's fastest `get_nll` batch size (a divisor of 5000) and grad mode, timed on a few points."""
+def best_get_nll_setting(model, test: torch.Tensor, quick: bool) -> tuple[int, bool, dict[tuple[int, bool], float]]:
+    """pythae's fastest `get_nll` batch size (a divisor of 5000) and grad mode, timed on a few points, and the
+    rate (pairs/s) of every setting tried, keyed by (batch size, no_grad)."""
     sizes = (500, 1000, 5000) if quick else (100, 500, 1000, 2500, 5000)
     results = []
     for no_grad in (False, True):
@@ -121,7 +132,32 @@ def best_get_nll_setting(model, test: torch.Tensor, quick: bool) -> tuple[int, b
             results.append((w.units / t.median, b, no_grad))
             print(f"  pythae get_nll batch_size={b:5d} no_grad={no_grad!s:5}: {w.units / t.median:9,.0f} pairs/s")
     _, b, no_grad = max(results)
-    return b, no_grad
+    return b, no_grad, {(b_, ng): rate for rate, b_, ng in results}
+
+
+RATIO_HEADER = ["workload", "vaelab (median)", "pythae (median)", "vaelab/pythae", "(best/best)", "vaelab", "pythae"]
+
+
+def ratio_rows(
+    pairs: list[tuple[Workload, Workload]], results: dict[Workload, bench_core.Result], peak: float
+) -> list[list[object]]:
+    """One row per (vaelab, pythae) pair: both median rates, their ratio (medians, and best repeats), and
+    each rate's matmul FLOP/s as a fraction of `peak`."""
+    rows = []
+    for v, pw in pairs:
+        rv, rp = results[v], results[pw]
+        rows.append(
+            [
+                pw.name if "fused" in pw.name else v.name,
+                f"{rv.rate:,.0f} {rv.unit}",
+                f"{rp.rate:,.0f} {rp.unit}",
+                f"{rv.rate / rp.rate:.2f}x",
+                f"{rv.best / rp.best:.2f}x",
+                f"{rv.gflops / peak:.0%}",
+                f"{rp.gflops / peak:.0%}",
+            ]
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     points = args.points or (4 if args.quick else 40)
 
     print("choosing pythae's best get_nll setting:")
-    b, no_grad = best_get_nll_setting(pythae_model("vae"), test, args.quick)
+    b, no_grad, _ = best_get_nll_setting(pythae_model("vae"), test, args.quick)
     print(f"  -> batch_size={b}, no_grad={no_grad}\n")
 
     v_elbo, v_model = bench_core.vaelab_train("elbo", 1, train, args.quick)
@@ -156,23 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     results = dict(zip(workloads, bench_core.measure(workloads, args.repeats or (3 if args.quick else 5)), strict=True))
     peak.measure()
     print(peak.describe() + "\n")
-    rows = []
-    for v, pw in pairs:
-        rv, rp = results[v], results[pw]
-        rows.append(
-            [
-                pw.name if "fused" in pw.name else v.name,
-                f"{rv.rate:,.0f} {rv.unit}",
-                f"{rp.rate:,.0f} {rp.unit}",
-                f"{rv.rate / rp.rate:.2f}x",
-                f"{rv.best / rp.best:.2f}x",
-                f"{rv.gflops / peak.value:.0%}",
-                f"{rp.gflops / peak.value:.0%}",
-            ]
-        )
-    header = ["workload", "vaelab (median)", "pythae (median)", "vaelab/pythae", "(best/best)", "vaelab", "pythae"]
     print("rates, their ratio, and each as a fraction of the matmul peak:")
-    print(common.table(rows, header))
+    print(common.table(ratio_rows(pairs, results, peak.value), RATIO_HEADER))
     print(
         "\nrows marked [fused Adam] give pythae torch's fused Adam (not its trainer's default) to separate the "
         "optimizer from the rest.\nIS fractions count useful FLOPs only (one encoder pass per data point); "

@@ -2,8 +2,10 @@
 at K learned pseudo-inputs u_k (eq. 9; eq. 16 with learned weights w; uniform w_k = 1/K otherwise).
 
 The K encoder passes over the pseudo-inputs happen once per `log_prob` call, i.e. once per batch of
-samples `[*S, B, D]`, not once per sample. When q is a diagonal Gaussian the mixture density is evaluated
-with matmuls (`vaelab.distributions.gaussian_mixture`), so K = 500 costs two small GEMMs per batch.
+samples `[*S, B, D]`, not once per sample; with gradients off and the model in eval mode (IS evaluation,
+which calls `log_prob` once per chunk of samples) they are reused across calls until a tensor they read
+changes (see `VampPrior.log_prob`). When q is a diagonal Gaussian the mixture density is evaluated
+with one matmul (`vaelab.distributions.gaussian_mixture`), so K = 500 costs one small GEMM per batch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vaelab.distributions.gaussian_mixture import diagonal_gaussian_components_log_prob
+from vaelab.distributions.gaussian_mixture import diagonal_gaussian_mixture_log_prob
 from vaelab.errors import ConfigError
 from vaelab.priors.base import Prior
 from vaelab.registry import PRIORS
@@ -43,6 +45,7 @@ class VampPrior(Prior):
     ) -> None:
         super().__init__(latent_dim)
         object.__setattr__(self, "_posterior", posterior)  # not a submodule: no second copy of its weights
+        object.__setattr__(self, "_cache", None)  # (tensors, key, mixture) of `_reusable_mixture`
         if learn_inputs:
             self.raw_inputs = nn.Parameter(pseudo_inputs.clone())
         else:
@@ -64,15 +67,48 @@ class VampPrior(Prior):
         return self._posterior(self.pseudo_inputs), weights
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """log p(z) `[*S]` for `z` `[*S, D]`: one encoder pass over the K pseudo-inputs per call."""
-        q, log_w = self.mixture()
+        """log p(z) `[*S]` for `z` `[*S, D]`: one encoder pass over the K pseudo-inputs per call, or none when
+        the mixture of the previous call is still valid (`_reusable_mixture`)."""
+        q, log_w = self._reusable_mixture()
         if hasattr(q, "loc") and hasattr(q, "log_scale"):  # diagonal Gaussian: the matmul form
-            comp = diagonal_gaussian_components_log_prob(z, q.loc, 2 * q.log_scale)
-        else:  # any family: broadcast z against the K components ([*S, K, D] intermediate)
-            comp = q.log_prob(z.unsqueeze(-2))
+            return diagonal_gaussian_mixture_log_prob(z, q.loc, 2 * q.log_scale, log_w)
+        comp = q.log_prob(z.unsqueeze(-2))  # any family: z against the K components ([*S, K, D] intermediate)
         if log_w is None:
             return torch.logsumexp(comp, -1) - math.log(self.components)
         return torch.logsumexp(comp + log_w, -1)
+
+    def _inputs_of_mixture(self) -> list[nn.Module] | None:
+        """The modules whose parameters and buffers (with the prior's own) determine `mixture()`: the encoder
+        and posterior family of a `vaelab.build.Amortized` posterior, or the posterior itself if it is a
+        module; None for any other callable (its dependencies are unknown, so nothing is reused)."""
+        from vaelab.build import Amortized  # here, not at the top: vaelab.build imports this package
+
+        post = self._posterior
+        if isinstance(post, nn.Module):
+            return [self, post]
+        if type(post) is Amortized:
+            return [self, post.encoder, post.family]
+        return None
+
+    def _reusable_mixture(self) -> tuple[Distribution, Tensor | None]:
+        """`mixture()`, reused from the previous call while it provably still holds: gradients off, the prior
+        and the encoder in eval mode (deterministic, no buffer updates), and every parameter and buffer it
+        reads the same tensor at the same version (in-place updates, e.g. optimizer steps or `copy_` under
+        `no_grad`, bump it), storage, dtype and device. (As for autograd's own version check, writes through
+        `.data` are not seen.) With gradients on nothing is reused, so training is unchanged."""
+        modules = None if torch.is_grad_enabled() else self._inputs_of_mixture()
+        reusable = modules is not None and not any(m.training for root in modules for m in root.modules())
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())] if reusable else []
+        if not reusable or any(t.is_inference() for t in tensors):  # inference tensors have no version counter
+            object.__setattr__(self, "_cache", None)
+            return self.mixture()
+        key = [(t._version, t.data_ptr(), t.dtype, t.device) for t in tensors]
+        cached = self._cache
+        if cached is not None and cached[1] == key and all(a is b for a, b in zip(cached[0], tensors, strict=True)):
+            return cached[2]
+        mixture = self.mixture()
+        object.__setattr__(self, "_cache", (tensors, key, mixture))
+        return mixture
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
