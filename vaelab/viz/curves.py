@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vaelab.viz.figure import pyplot, save_figure
+
 
 @dataclass
 class Panel:
@@ -44,11 +46,7 @@ def _draw(ax, p: Panel) -> None:
 
 def save_curve_grid(panels: Sequence[Sequence[Panel | None]], path: str | Path, title: str = "") -> Path:
     """A grid of panels, `panels[row][column]` (None leaves a cell empty), as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows, cols = len(panels), max(len(r) for r in panels)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), dpi=120, squeeze=False)
     for r, row in enumerate(panels):
@@ -58,13 +56,7 @@ def save_curve_grid(panels: Sequence[Sequence[Panel | None]], path: str | Path, 
                 axes[r][c].axis("off")
             else:
                 _draw(axes[r][c], p)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def save_curves(
