@@ -160,8 +160,10 @@ def ratio_rows(
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args(__doc__.split("\n\n")[0], points=40, repeats=5, argv=argv)
+def start(doc: str, argv: list[str] | None):
+    """What both pythae comparisons do first: parse the options, print the machine, measure the matmul peak and
+    load the data. Returns (args, peak, train, test, IS points)."""
+    args = common.parse_args(doc.split("\n\n")[0], points=40, repeats=5, argv=argv)
     from importlib.metadata import version
 
     print(f"machine: {common.machine_line()}; pythae {version('pythae')}")
@@ -169,7 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     peak = bench_core.Peak(args.quick)
     peak.measure()
     train, test = common.mnist_static()
-    points = args.points or (4 if args.quick else 40)
+    return args, peak, train, test, args.points or (4 if args.quick else 40)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, peak, train, test, points = start(__doc__, argv)
 
     print("choosing pythae's best get_nll setting:")
     b, no_grad, _ = best_get_nll_setting(pythae_model("vae"), test, args.quick)

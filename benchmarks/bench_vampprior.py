@@ -132,15 +132,7 @@ def vaelab_hvae(train: torch.Tensor, test: torch.Tensor, points: int, quick: boo
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args(__doc__.split("\n\n")[0], points=40, repeats=5, argv=argv)
-    from importlib.metadata import version
-
-    print(f"machine: {common.machine_line()}; pythae {version('pythae')}")
-    bench_core.load_warning()
-    peak = bench_core.Peak(args.quick)
-    peak.measure()
-    train, test = common.mnist_static()
-    points = args.points or (4 if args.quick else 40)
+    args, peak, train, test, points = bench_pythae.start(__doc__, argv)
 
     print("choosing pythae's best VAMP get_nll setting:")
     b, no_grad, sweep = bench_pythae.best_get_nll_setting(bench_pythae.pythae_model("vamp"), test, args.quick)
