@@ -56,6 +56,7 @@ class ObjectiveConfig:
 class TrainConfig:
     epochs: int = 100
     lr: float = 5e-4
+    optimizer: str = "adam"  # or "adam_normgrad": Adam on per-tensor normalised gradients (VampPrior sec. 5.1)
     adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
@@ -174,6 +175,12 @@ def config_from_dict(data: dict | None) -> Config:
         section = getattr(cfg.model, key)
         if "type" not in section:
             raise ConfigError(f"model.{key} needs a 'type' key")
+    optimizers = ("adam", "adam_normgrad")
+    if cfg.train.optimizer not in optimizers:
+        raise ConfigError(
+            f"train.optimizer {cfg.train.optimizer!r} is not one of {', '.join(optimizers)}"
+            f"{_suggest(cfg.train.optimizer, optimizers)}"
+        )
     return cfg
 
 

@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import nn
 
+from vaelab import provenance
 from vaelab.build import build_model
 from vaelab.config import Config, config_from_dict
 from vaelab.data import load_dataset
@@ -138,7 +139,20 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, device: str | None =
     trainer = Trainer(cfg, run_dir, run.model, run.dataset, run.device)
     if resume:
         trainer.resume()  # with no checkpoint yet, the freshly seeded model starts over as a new run would
-    trainer.fit()
+    session, first_epoch = provenance.start_session(run_dir, run.device), trainer.state.epoch
+    try:
+        trainer.fit()
+    finally:
+        if trainer.rank == 0:
+            st = trainer.state
+            provenance.finish_session(
+                run_dir,
+                session,
+                epochs=[first_epoch, st.epoch],
+                steps=st.step,
+                finished_training=st.finished,
+                stop_reason=st.stop_reason,
+            )
     best = run_dir / "best.safetensors"
     if best.is_file():
         load_weights(run.model, best)

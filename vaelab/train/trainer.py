@@ -33,6 +33,7 @@ from vaelab.registry import OBJECTIVES
 from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from vaelab.train.lr_schedules import lr_factor
+from vaelab.train.optimizers import make_adam
 from vaelab.train.transfer import freeze, init_generative_from
 
 
@@ -66,19 +67,14 @@ def build_objective(cfg: Config) -> Objective:
 
 
 def build_optimizer(cfg: Config, model: nn.Module, objective: Objective | None = None) -> torch.optim.Adam:
-    """Adam as `cfg.train` says; the fused kernel where torch has one for the parameters' device (the same
-    update, one pass over all parameters: ~4x faster than the per-tensor loop on the CPU). An objective with
-    `param_groups(model)` (AIWAE) gets those groups, each with an `lr_scale` on the scheduled learning rate."""
+    """The optimiser `cfg.train.optimizer` (`adam` or `adam_normgrad`, see `vaelab.train.optimizers`) as
+    `cfg.train` says. An objective with `param_groups(model)` (AIWAE) gets those groups, each with an
+    `lr_scale` on the scheduled learning rate."""
     t = cfg.train
     params = list(model.parameters())
     groups = objective.param_groups(model) if hasattr(objective, "param_groups") else [{"params": params}]
     kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
-    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
-        try:
-            return torch.optim.Adam(groups, fused=True, **kwargs)
-        except (RuntimeError, ValueError):  # a dtype or device this torch build has no fused kernel for
-            pass
-    return torch.optim.Adam(groups, **kwargs)
+    return make_adam(t.optimizer, groups, params, **kwargs)
 
 
 def grad_sum(params) -> Tensor:
