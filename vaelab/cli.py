@@ -130,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     from vaelab import report  # `vaelab report`: AIWAE Table 1 rows (NLL, NVLB, var and gen gaps, active units)
 
     report.add_parser(sub, _add_common)
+
+    from vaelab import ledger  # `vaelab ledger`: results/ (shipped runs) and its generated README
+
+    ledger.add_parser(sub, _add_common)
     return parser
 
 
@@ -292,6 +296,12 @@ def _cmd_report(args) -> int:
     return report.command(args)
 
 
+def _cmd_ledger(args) -> int:
+    from vaelab import ledger
+
+    return ledger.command(args)
+
+
 def _cmd_gaps(args) -> int:
     from vaelab import gaps
 
@@ -305,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     commands["gaps"] = _cmd_gaps
     commands["sweep"] = _cmd_sweep
     commands["report"] = _cmd_report
+    commands["ledger"] = _cmd_ledger
     if args.command is None:
         parser.print_help()
         return 2

@@ -1,0 +1,125 @@
+"""The results ledger: `vaelab ledger add / build / verify` on a tiny real run in a scratch repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.test_cli import vaelab
+from vaelab.ledger import config_deviations, read_catalogue, render, result_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = {
+    "name": "tiny",
+    "data": {"name": "mnist_static", "subset": 500, "valid_subset": 200},
+    "model": {
+        "latent_dim": 4,
+        "encoder": {"type": "mlp", "hidden": [32]},
+        "decoder": {"type": "mlp", "hidden": [32]},
+    },
+    "train": {"epochs": 3, "early_stopping": None},
+    "eval": {"is_samples": 20, "subset": 40, "grid": 2},
+    "budgets": {"full": {"train.epochs": 3}},
+}
+CATALOGUE = {
+    "papers": [
+        {
+            "title": "Paper X, Table 1",
+            "rows": [
+                {"row": "tiny VAE", "config": "configs/g/tiny.yaml", "value": -150.0, "tolerance": 0.5,
+                 "protocol": {"is_samples": 5000, "test_points": 10000}, "deviations": ["a known one"]},
+                {"row": "not yet", "config": "configs/g/other.yaml", "value": -80.0, "projected": "3 h"},
+            ],
+        }
+    ]
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A scratch repository with configs/g/tiny.yaml, results/ledger.yaml and one trained run (1-2 s)."""
+    root = tmp_path_factory.mktemp("repo")
+    (root / "configs" / "g").mkdir(parents=True)
+    (root / "configs" / "g" / "tiny.yaml").write_text(yaml.safe_dump(CONFIG))
+    (root / "results").mkdir()
+    (root / "results" / "ledger.yaml").write_text(yaml.safe_dump(CATALOGUE))
+    run = root / "run"
+    vaelab("train", str(root / "configs" / "g" / "tiny.yaml"), "--budget", "full", "--run-dir", str(run),
+           "--no-progress", "--set", "train.lr=1e-3")  # fmt: skip
+    return root
+
+
+def test_result_dir_mirrors_configs(tmp_path):
+    assert result_dir(tmp_path, "configs/vae_mnist_static.yaml") == tmp_path / "vae_mnist_static"
+    assert result_dir(tmp_path, "configs/vampprior/x.yaml") == tmp_path / "vampprior" / "x"
+    with pytest.raises(Exception, match="configs/"):
+        result_dir(tmp_path, "elsewhere/x.yaml")
+
+
+def test_add_build_verify(repo):
+    results = repo / "results"
+    vaelab("ledger", "add", str(repo / "run"), "configs/g/tiny.yaml", "--results", str(results), cwd=repo)
+    shipped = results / "g" / "tiny"
+    assert (shipped / "best.safetensors").is_file() and (shipped / "provenance.json").is_file()
+    assert not (shipped / "checkpoints").exists(), "a finished run ships without its checkpoints"
+
+    vaelab("ledger", "build", "--results", str(results))
+    text = (results / "README.md").read_text()
+    ours = json.loads((shipped / "eval-test.json").read_text())
+    line = next(line for line in text.splitlines() if line.startswith("| [tiny VAE]"))
+    assert f"{ours['log_likelihood']:.2f}" in line and f"{ours['log_likelihood'] + 150.0:.2f}" in line
+    assert "40 of 10000 test points" in line and "IS with k = 20 (protocol 5000)" in line
+    assert "train.lr = 0.001 (protocol 0.0005)" in line, "a --set beyond the config is a named deviation"
+    assert "a known one" in line
+    assert "| not yet | -80.00 | not run" in text
+    assert "vaelab train configs/g/other.yaml --budget full --run-dir results/g/other" in text and "3 h" in text
+
+    out = vaelab("ledger", "verify", str(shipped), "--no-progress")  # the same points and draws: exact
+    assert "reproduced" in out.stdout and "NOT" not in out.stdout and "max |d| 0)" in out.stdout
+    out = vaelab("ledger", "verify", str(shipped), "--subset", "10", "--no-progress")  # other draws: within se
+    assert "reproduced" in out.stdout and "NOT" not in out.stdout
+    assert json.loads((shipped / "eval-test.json").read_text()) == ours, "verify leaves the shipped files alone"
+
+
+def test_verify_catches_a_changed_number(repo, tmp_path):
+    """Shift the shipped per-example values: verify must refuse them (a check that can fail)."""
+    fake = tmp_path / "tiny"
+    shutil.copytree(repo / "run", fake, ignore=shutil.ignore_patterns("checkpoints"))
+    per = torch.load(fake / "eval-test-per-example.pt")
+    per["log_likelihood"] = per["log_likelihood"] + 0.01
+    torch.save(per, fake / "eval-test-per-example.pt")
+    out = vaelab("ledger", "verify", str(fake), "--no-progress", check=False)
+    assert out.returncode == 1 and "NOT reproduced" in out.stdout
+
+
+def test_add_in_flight_ships_only_the_latest_checkpoint(repo, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copytree(repo / "configs", tmp_path / "configs")
+    vaelab("ledger", "add", str(repo / "run"), "configs/g/tiny.yaml", "--results", str(results), "--checkpoint")
+    kept = [p.name for p in (results / "g" / "tiny" / "checkpoints").iterdir()]
+    assert kept == [max(p.name for p in (repo / "run" / "checkpoints").iterdir() if p.name.startswith("epoch"))]
+
+
+def test_config_deviations_and_catalogue(repo):
+    run_cfg = yaml.safe_load((repo / "run" / "config.yaml").read_text())
+    devs = config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml")
+    assert devs == ["train.lr = 0.001 (protocol 0.0005)"]
+    rows = read_catalogue(repo / "results")["Paper X, Table 1"]
+    assert [r.row for r in rows] == ["tiny VAE", "not yet"]
+    assert "Paper X, Table 1" in render({"Paper X, Table 1": rows}, repo / "results")
+
+
+def test_shipped_catalogue_is_valid():
+    """The repository's own ledger: every row names an existing config, and the README renders."""
+    results = REPO / "results"
+    tables = read_catalogue(results)
+    for rows in tables.values():
+        for row in rows:
+            assert (REPO / row.config).is_file(), row.config
+    assert "Results ledger" in render(tables, results)

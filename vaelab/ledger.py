@@ -1,0 +1,412 @@
+"""`vaelab ledger`: the results ledger, trained runs shipped in `results/` beside the papers' numbers.
+
+`results/` mirrors `configs/`: the result of `configs/G/NAME.yaml` is the finished run directory
+`results/G/NAME/` (a config at the top of `configs/` gives `results/NAME/`), without its checkpoints: its
+`config.yaml`, `metrics.jsonl`, `best.safetensors`, `provenance.json` (command, commit, machine, threads, wall
+time of each `vaelab train` on it), every `eval-*.json` with its per-example values, and the pictures. A run that
+is not finished may ship its latest checkpoint instead, so that `vaelab train --resume results/G/NAME` goes on.
+
+`results/ledger.yaml` is the catalogue: one table per paper, one row per paper number, each naming its config,
+the paper's value, the metric it is compared with (a dotted key of `eval-<split>.json`, times `scale`), the goal
+(`tolerance`) and the known deviations from the paper's protocol. `vaelab ledger build` writes `results/README.md`
+from the catalogue and the run files alone; nothing in it is typed by hand. Deviations that can be read from the
+files are added by the command itself: a resolved config that differs from the config's full budget, fewer test
+points or IS samples than the protocol, a run that has not finished.
+
+    vaelab ledger add RUN_DIR configs/G/NAME.yaml   # copy a finished run into results/G/NAME (no checkpoints)
+    vaelab ledger build                               # write results/README.md
+    vaelab ledger verify results/G/NAME --subset 500  # recompute from the shipped weights, compare per example
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaelab.errors import ConfigError, RunDirError
+
+CATALOGUE = "ledger.yaml"
+PROTOCOL_KEYS = ("eval.is_samples", "eval.subset", "eval.split")  # compared separately, as columns
+SKIP = ("checkpoints",)  # never shipped with a finished run
+ROUND_OFF = 1e-3  # nats: what another machine's float round-off may change in a mean over the same draws
+
+
+@dataclass
+class Row:
+    """One paper number: `config` (relative to the repository root) is the run that reproduces it."""
+
+    paper: str
+    row: str
+    config: str
+    value: float | None = None  # the paper's number, in the paper's sign and units
+    metric: str = "log_likelihood"  # dotted key of eval-<split>.json
+    se_metric: str | None = "log_likelihood_se"
+    scale: float = 1.0  # paper value = scale * vaelab metric (e.g. -1 for an NLL, 100 for a percentage)
+    tolerance: float = 0.5  # the goal: within this of the paper, or better
+    higher_is_better: bool = True  # in the paper's sign
+    split: str = "test"
+    protocol: dict = field(default_factory=dict)  # e.g. {eval.is_samples: 5000, test_points: 10000}
+    deviations: list = field(default_factory=list)  # known, by hand: split differs, ...
+    projected: str | None = None  # measured-throughput projection, for a row not yet run
+    command: str | None = None  # how to fill the row (default: train the config at its full budget)
+
+
+def repo_root(results: Path) -> Path:
+    return results.resolve().parent
+
+
+def result_dir(results: Path, config: str) -> Path:
+    """`configs/G/NAME.yaml` -> `results/G/NAME`."""
+    parts = Path(config).with_suffix("").parts
+    if not parts or parts[0] != "configs":
+        raise ConfigError(f"{config!r} is not a path under configs/ (the ledger mirrors configs/)")
+    return results.joinpath(*parts[1:])
+
+
+def read_catalogue(results: Path) -> dict[str, list[Row]]:
+    """`results/ledger.yaml` as {paper title: rows}."""
+    path = results / CATALOGUE
+    if not path.is_file():
+        raise RunDirError(f"{str(path)!r} does not exist; the ledger's catalogue lives there")
+    data = yaml.safe_load(path.read_text()) or {}
+    tables: dict[str, list[Row]] = {}
+    for paper in data.get("papers", []):
+        defaults = paper.get("defaults", {})
+        rows = []
+        for entry in paper["rows"]:
+            try:
+                rows.append(Row(paper=paper["title"], **{**defaults, **entry}))
+            except TypeError as err:
+                raise ConfigError(f"{path}: row {entry.get('row')!r}: {err}") from None
+        tables[paper["title"]] = rows
+    return tables
+
+
+def _get(data: dict, dotted: str) -> Any:
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def config_deviations(run_config: dict, config_path: Path) -> list[str]:
+    """The keys where the run's resolved config differs from `config_path` at its full budget."""
+    from vaelab.config import load_config
+
+    try:
+        budget = "full" if "full" in (yaml.safe_load(config_path.read_text()).get("budgets") or {}) else None
+        protocol = _flatten(load_config(config_path, budget=budget).to_dict())
+    except (OSError, ConfigError) as err:
+        return [f"config {config_path} cannot be read ({err})"]
+    ran = _flatten(run_config)
+    keys = sorted(set(protocol) | set(ran))
+    return [
+        f"{k} = {ran.get(k)!r} (protocol {protocol.get(k)!r})"
+        for k in keys
+        if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith(("train.progress", "name"))
+    ]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def row_status(row: Row, results: Path) -> dict[str, Any]:
+    """Everything the README's line for `row` shows, read from `results/<mirror>/`."""
+    root = repo_root(results)
+    run = result_dir(results, row.config)
+    out: dict[str, Any] = {"row": row.row, "paper": row.value, "dir": run.relative_to(results).as_posix()}
+    fill = row.command or f"vaelab train {row.config} --budget full --run-dir {run.relative_to(root).as_posix()}"
+    eval_path = run / f"eval-{row.split}.json"
+    if not (run / "config.yaml").is_file() or not eval_path.is_file():
+        in_flight = (run / "checkpoints").is_dir()
+        why = (
+            "in flight: resume with `vaelab train --resume " + run.relative_to(root).as_posix() + "`"
+            if in_flight
+            else "not run"
+        )
+        out.update(status=why, fill=fill, projected=row.projected)
+        if in_flight:
+            metrics = _read_jsonl(run / "metrics.jsonl")
+            out["epochs"] = metrics[-1]["epoch"] if metrics else 0
+        return out
+    result = json.loads(eval_path.read_text())
+    run_cfg = yaml.safe_load((run / "config.yaml").read_text())
+    value = _get(result, row.metric)
+    se = _get(result, row.se_metric) if row.se_metric else None
+    ours = None if value is None else row.scale * value
+    out["vaelab"], out["se"] = ours, (None if se is None else abs(row.scale) * se)
+    out["test_points"] = result.get("n")
+    out["is_samples"] = result.get("is_samples")
+    deviations = list(row.deviations)
+    deviations += config_deviations(run_cfg, root / row.config)
+    want_n, want_k = row.protocol.get("test_points"), row.protocol.get("is_samples")
+    if want_n and out["test_points"] and out["test_points"] < want_n:
+        deviations.append(f"{out['test_points']} of {want_n} test points")
+    if want_k and out["is_samples"] and out["is_samples"] != want_k:
+        deviations.append(f"IS with k = {out['is_samples']} (protocol {want_k})")
+    metrics = _read_jsonl(run / "metrics.jsonl")
+    sessions = (
+        json.loads((run / "provenance.json").read_text())["sessions"] if (run / "provenance.json").is_file() else []
+    )
+    if metrics:
+        best = min((m for m in metrics if "valid_loss" in m), key=lambda m: m["valid_loss"], default=None)
+        out["epochs"] = f"{metrics[-1]['epoch']}" + (f" (best {best['epoch']})" if best else "")
+    if sessions:
+        last = sessions[-1]
+        out["wall"] = _hours(sum(s.get("wall_seconds", 0) for s in sessions))
+        out["threads"] = ", ".join(sorted({str(s.get("threads")) for s in sessions}))
+        out["commit"] = ", ".join(
+            dict.fromkeys((s.get("commit") or "?")[:7] + ("+dirty" if s.get("dirty") else "") for s in sessions)
+        )
+        out["machine"] = last.get("machine", {}).get("cpu")
+        steps = [m["steps_per_s"] for m in metrics if "steps_per_s" in m]
+        if steps:
+            out["steps_per_s"] = sorted(steps)[len(steps) // 2]
+        if not last.get("finished_training", True):
+            deviations.append(f"training not finished ({last.get('stop_reason') or 'stopped'})")
+        out["stop"] = last.get("stop_reason")
+    else:
+        deviations.append("no provenance.json: command, commit and wall time unknown")
+    out["deviations"] = deviations
+    if ours is not None and row.value is not None:
+        diff = ours - row.value if row.higher_is_better else row.value - ours
+        out["delta"] = diff  # positive: better than the paper
+        out["goal"] = "yes" if diff >= -row.tolerance else "no"
+    out["status"] = "done"
+    return out
+
+
+def _num(x: Any, digits: int = 2) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def render(tables: dict[str, list[Row]], results: Path) -> str:
+    """results/README.md."""
+    lines = [
+        "# Results ledger",
+        "",
+        "Generated by `vaelab ledger build` from `results/ledger.yaml` and the run directories below it; do not edit.",
+        "Each `results/G/NAME/` is the run of `configs/G/NAME.yaml`: `vaelab evaluate results/G/NAME` recomputes",
+        "its number from the shipped weights (`vaelab ledger verify` compares them point by point), and",
+        "`vaelab sample results/G/NAME` draws from them. `delta` is vaelab minus the paper, signed so that positive",
+        "is better; `goal` says whether the row is within its tolerance of the paper, or better. Wall time is the",
+        "sum over the `vaelab train` invocations in `provenance.json` (training and the final evaluation). A row to",
+        "fill is trained with the command shown (one thread: `OMP_NUM_THREADS=1`), then shipped with",
+        "`vaelab ledger add RUN_DIR CONFIG` and the README rebuilt with `vaelab ledger build`.",
+        "",
+    ]
+    for title, rows in tables.items():
+        lines += [f"## {title}", ""]
+        lines += [
+            "| row | paper | vaelab | ± se | delta | goal | test points | IS k | epochs | wall | threads | steps/s | "
+            "commit | deviations from the protocol |",
+            "|" + "---|" * 14,
+        ]
+        pending = []
+        for row in rows:
+            s = row_status(row, results)
+            if s["status"] != "done":
+                cells = [
+                    row.row,
+                    _num(row.value),
+                    s["status"],
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    str(s.get("epochs", "")),
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+                cells.append("; ".join(row.deviations))
+                pending.append((row, s))
+            else:
+                cells = [
+                    f"[{row.row}]({s['dir']}/)",
+                    _num(row.value),
+                    _num(s.get("vaelab")),
+                    _num(s.get("se")),
+                    _num(s.get("delta")),
+                    s.get("goal", ""),
+                    str(s.get("test_points", "")),
+                    str(s.get("is_samples", "")),
+                    str(s.get("epochs", "")),
+                    s.get("wall", ""),
+                    s.get("threads", ""),
+                    _num(s.get("steps_per_s"), 0),
+                    s.get("commit", ""),
+                    "; ".join(s["deviations"]) or "none",
+                ]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        if pending:
+            lines += ["", "Rows to fill:", ""]
+            for row, s in pending:
+                cost = f" (projected: {s['projected']})" if s.get("projected") else ""
+                lines.append(f"- {row.row}: `{s['fill']}`{cost}")
+        lines.append("")
+    machines = sorted(
+        {
+            s.get("machine", {}).get("cpu", "?")
+            for p in results.rglob("provenance.json")
+            for s in json.loads(p.read_text()).get("sessions", [])
+        }
+    )
+    if machines:
+        lines += ["Machines: " + "; ".join(machines) + ".", ""]
+    return "\n".join(lines)
+
+
+def build(results: Path) -> Path:
+    text = render(read_catalogue(results), results)
+    out = results / "README.md"
+    out.write_text(text)
+    return out
+
+
+def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False) -> Path:
+    """Copy `run_dir` into `results/<mirror of config>`; without `checkpoint` its checkpoints stay behind (a
+    finished run), with it only the latest one goes (a run to resume in a later session)."""
+    from vaelab.train import latest_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{str(run_dir)!r} is not a vaelab run directory (no config.yaml in it)")
+    if not (repo_root(results) / config).is_file():
+        raise ConfigError(f"config {config!r} does not exist under {repo_root(results)}")
+    dest = result_dir(results, config)
+    tmp = Path(tempfile.mkdtemp(prefix=".add-", dir=dest.parent if dest.parent.exists() else None))
+    try:
+        shutil.copytree(run_dir, tmp / "run", ignore=shutil.ignore_patterns(*SKIP, "*.tmp"))
+        if checkpoint:
+            last = latest_checkpoint(run_dir / "checkpoints")
+            if last is None:
+                raise RunDirError(f"{str(run_dir)!r} has no checkpoint to ship")
+            shutil.copytree(last, tmp / "run" / "checkpoints" / last.name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        old = dest.with_name(dest.name + ".old")
+        if dest.exists():
+            dest.rename(old)
+        (tmp / "run").rename(dest)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def verify(result: Path, subset: int | None, device: str | None, progress: bool) -> dict:
+    """Re-evaluate a shipped run from its weights (in a scratch copy, so the shipped files stay as they are) on
+    the first `subset` points and compare with the shipped per-example values of the same points.
+
+    On the shipped evaluation's own points (`subset` None) the draws are the same, so the numbers agree to float
+    round-off; on fewer points the draws differ, and the paired difference must be within 3 of its standard
+    errors."""
+    import torch
+
+    from vaelab import runs
+
+    shipped = torch.load(result / "eval-test-per-example.pt")["log_likelihood"]
+    cfg = runs.read_run_config(result)
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "run"
+        copy.mkdir()
+        for name in ("config.yaml", "best.safetensors"):
+            shutil.copy2(result / name, copy / name)
+        run = runs.load_run(copy, "best", device)
+        e = cfg.eval
+        n = subset or int(shipped.numel())
+        again = runs.evaluate(run, "test", e.is_samples, n, e.batch_size, e.max_elements, progress)
+        redo = torch.load(copy / "eval-test-per-example.pt")["log_likelihood"]
+    ref = shipped[: redo.numel()]
+    diff = redo - ref
+    se_diff = float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else 0.0
+    return {
+        "n": redo.numel(),
+        "shipped": float(ref.mean()),
+        "recomputed": again["log_likelihood"],
+        "difference": float(diff.mean()),
+        "difference_se": se_diff,
+        "se": again.get("log_likelihood_se"),
+        "max_abs_difference": float(diff.abs().max()),
+    }
+
+
+def add_parser(sub, add_common) -> None:
+    p = sub.add_parser(
+        "ledger",
+        help="the results ledger: ship a run into results/, write results/README.md, verify shipped numbers",
+        description="results/ mirrors configs/: the run of configs/G/NAME.yaml lives in results/G/NAME. 'add' copies "
+        "a run there (checkpoints left behind unless --checkpoint), 'build' writes results/README.md from "
+        "results/ledger.yaml and the run files, 'verify' recomputes a shipped number from its weights.",
+    )
+    p.add_argument("action", choices=["add", "build", "verify"])
+    p.add_argument("paths", nargs="*", metavar="PATH", help="add: RUN_DIR CONFIG; verify: RESULT_DIR ...")
+    p.add_argument("--results", default="results", help="the ledger directory (default: ./results)")
+    p.add_argument("--checkpoint", action="store_true", help="add: ship the latest checkpoint (a run to resume)")
+    p.add_argument("--subset", type=int, default=None, help="verify: the first N test points (default: the run's)")
+    add_common(p)
+
+
+def command(args) -> int:
+    results = Path(args.results).resolve()
+    if args.action == "build":
+        if args.paths:
+            raise ConfigError("vaelab ledger build takes no paths")
+        print(f"wrote {build(results)}", file=sys.stderr)
+    elif args.action == "add":
+        if len(args.paths) != 2:
+            raise ConfigError("usage: vaelab ledger add RUN_DIR configs/G/NAME.yaml")
+        dest = add(Path(args.paths[0]), args.paths[1], results, args.checkpoint)
+        print(f"copied {args.paths[0]} to {dest}", file=sys.stderr)
+    else:
+        if not args.paths:
+            raise ConfigError("usage: vaelab ledger verify RESULT_DIR [RESULT_DIR ...]")
+        if args.subset is not None and args.subset < 1:
+            raise ConfigError(f"--subset must be a positive number of points, got {args.subset}")
+        for path in args.paths:
+            r = verify(Path(path), args.subset, args.device, not args.no_progress)
+            ok = abs(r["difference"]) <= max(3 * r["difference_se"], ROUND_OFF)
+            print(
+                f"{path}: {r['n']} points, shipped {r['shipped']:.3f}, recomputed {r['recomputed']:.3f}, "
+                f"paired difference {r['difference']:+.4f} +- {r['difference_se']:.4f} (max |d| "
+                f"{r['max_abs_difference']:.2g}): {'reproduced' if ok else 'NOT reproduced'}"
+            )
+            if not ok:
+                return 1
+    return 0
