@@ -1,9 +1,13 @@
 """CP-VAE (Lavda et al.): the categorical x Gaussian posterior, the conditional prior, the bound of eq. (7) with its
-KL split (eqs. 8-9) under both estimators, log p(x) with c summed out, clustering accuracy, the 1-D toy, sampling.
+KL split (eqs. 8-9) under both estimators, log p(x) with c summed out, clustering accuracy, the 1-D toy, sampling,
+the decoder p(x | z, c) of eq. (3) with log p(x) stratified over c, and the Gumbel-Softmax temperature schedules.
 
 Exact references come from a CP-VAE with a linear decoder and a fixed-variance Gaussian likelihood: then
 E_{N(m, diag s^2)} log p(x | z) and p(x) = (1/K) sum_k N(x; W mu_k + b, W diag(sigma_k^2) W^T + s^2 I) are closed
-form. Monte Carlo comparisons use 4 standard errors (about a 1-in-15,000 false alarm for a Gaussian mean).
+form; with p(x | z, c) a linear-Gaussian decoder per category, N(W_c z + b_c, s^2 I), p(x) = (1/K) sum_k
+N(x; W_k mu_k + b_k, W_k diag(sigma_k^2) W_k^T + s^2 I), and with orthogonal columns in W_k the exact posterior
+p(z | x, c) is a diagonal Gaussian. Monte Carlo comparisons use 4 standard errors (about a 1-in-15,000 false alarm
+for a Gaussian mean).
 """
 
 from __future__ import annotations
@@ -19,24 +23,33 @@ from torch.distributions import MultivariateNormal
 from vaelab import runs
 from vaelab.build import build_model
 from vaelab.cli import main
-from vaelab.config import ModelConfig
+from vaelab.config import ModelConfig, load_config
 from vaelab.data import load_dataset
 from vaelab.data.toy_mixture1d import MEANS, STD
+from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.distributions.gumbel_softmax import relaxed_one_hot
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, DatasetNotFound
 from vaelab.evaluation.clustering import clustering_accuracy, hungarian_accuracy, majority_accuracy
+from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c
+from vaelab.evaluation.gaps import measure_gaps
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
-from vaelab.models.cpvae import aggregated_posterior, draw_categories, generate, prior_conditionals
+from vaelab.evaluation.stratified import stratified_log_likelihood
+from vaelab.mcmc import ais
+from vaelab.models.cpvae import CPVAE, aggregated_posterior, draw_categories, generate, prior_conditionals
+from vaelab.models.vae import VAE
 from vaelab.objectives.bounds import sample_log_weights
 from vaelab.objectives.cpvae import CPVAEBound, kl_terms
+from vaelab.objectives.stratified import stratified_log_weights
 
 K, D, X_DIM, SIGMA = 3, 2, 4, 0.7
 Z_SE = 4.0  # tolerance in standard errors
 
 
-def linear_cpvae(categories: int = K, hidden: int | None = 6, prior: dict | None = None) -> torch.nn.Module:
-    """A float64 CP-VAE with a linear decoder and N(Wz + b, SIGMA^2 I) likelihood; prior means spread out and c's
-    weights in the gated layer scaled up, so that the categories differ."""
+def linear_cpvae(
+    categories: int = K, hidden: int | None = 6, prior: dict | None = None, decoder_input: str = "z"
+) -> torch.nn.Module:
+    """A float64 CP-VAE with a linear decoder (on z: N(Wz + b, SIGMA^2 I); on [z, c]: N(W [z, c] + b, SIGMA^2 I));
+    prior means spread out and c's weights in the gated layer scaled up, so that the categories differ."""
     cfg = ModelConfig(
         latent_dim=D,
         encoder={"type": "mlp", "hidden": [8], "activation": "tanh"},
@@ -44,6 +57,7 @@ def linear_cpvae(categories: int = K, hidden: int | None = 6, prior: dict | None
         posterior={"type": "categorical_gaussian", "categories": categories, "hidden": hidden},
         prior=prior or {"type": "conditional", "init_scale": 1.5},
         likelihood={"type": "gaussian", "variance": "fixed", "sigma": SIGMA},
+        options={"decoder_input": decoder_input},
     )
     model = build_model(cfg, (X_DIM,)).double()
     with torch.no_grad():
@@ -353,14 +367,36 @@ def grid_shape(n: int, rows: int | None = None, side: int = 28, scale: int = 3) 
     return (rows * (side + 1) + 1) * scale, (cols * (side + 1) + 1) * scale
 
 
-def test_train_evaluate_and_sample_by_cluster(tmp_path, capsys):
+def need_mnist() -> None:
+    try:
+        load_dataset("mnist")
+    except DatasetNotFound as err:
+        pytest.skip(f"mnist not available here: {err}")
+
+
+@pytest.mark.parametrize("decoder_input", ["z_and_c", "z"])
+def test_train_evaluate_and_sample_by_cluster(tmp_path, capsys, decoder_input):
+    """A tiny MNIST run trains, evaluates (log p(x) stratified over c for p(x | z, c), else IS over z with c summed
+    out of q and p) and samples by cluster."""
     import matplotlib.image
 
+    need_mnist()
     run_dir, pics = tmp_path / "cp", tmp_path / "pics"
-    assert main(["train", *TINY_CP, "--run-dir", str(run_dir), "--no-progress"]) == 0
+    args = [*TINY_CP, "--set", f"model.options={{decoder_input: {decoder_input}}}", "--run-dir", str(run_dir)]
+    assert main(["train", *args, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "NVLB" in out and "majority accuracy" in out
-    result = json.loads((run_dir / "eval-test.json").read_text())["cpvae"]
+    assert "NVLB" in out and "majority accuracy" in out and "log p(x) ~" in out
+    evaluation = json.loads((run_dir / "eval-test.json").read_text())
+    per_example = torch.load(run_dir / "eval-test-per-example.pt")
+    assert per_example["log_likelihood"].shape == (evaluation["n"],) == (50,)
+    assert math.isfinite(evaluation["log_likelihood"]) and evaluation["log_likelihood"] >= evaluation["elbo"] - 1.0
+    if decoder_input == "z_and_c":
+        assert isinstance(runs.load_run(run_dir).model, CPVAE)
+        assert evaluation["log_likelihood_estimator"] == "importance sampling stratified over c"
+        assert evaluation["z_samples_per_category"] == 3 and "siwae_log_likelihood" not in evaluation  # 10 / 3
+    else:
+        assert "log_likelihood_estimator" not in evaluation and "siwae_log_likelihood" in evaluation
+    result = evaluation["cpvae"]
     assert result["categories"] == 3 and 0 <= result["clustering"]["majority_accuracy"] <= 1
     assert result["nvlb"] == pytest.approx(result["kl_c"] + result["kl_z"] - result["reconstruction"])
     assert matplotlib.image.imread(run_dir / "clusters.png").shape[:2] == grid_shape(30, rows=3)  # a row per category
@@ -373,3 +409,237 @@ def test_train_evaluate_and_sample_by_cluster(tmp_path, capsys):
     run = runs.load_run(run_dir)
     runs.sample(run, 7, pics, categories="uniform")
     assert matplotlib.image.imread(pics / "samples.png").shape[:2] == grid_shape(7)
+
+
+# ------------------------------------------------------------------- the decoder p(x | z, c) (eq. 3)
+
+
+class PerCategoryLinear(torch.nn.Module):
+    """A decoder on [z, c] `[..., D + K]` with mean sum_k c_k (W_k z + b_k): linear-Gaussian per category."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight, self.bias = torch.nn.Parameter(weight), torch.nn.Parameter(bias)  # [K, X, D], [K, X]
+
+    def forward(self, zc: torch.Tensor) -> torch.Tensor:
+        z, c = zc[..., :D], zc[..., D:]
+        per_category = torch.einsum("kxd,...d->...kx", self.weight, z) + self.bias  # [..., K, X]
+        return (c.unsqueeze(-1) * per_category).sum(-2)
+
+
+def category_decoder_cpvae() -> CPVAE:
+    """A float64 CP-VAE whose decoder reads c: x | z, c ~ N(W_c z + b_c, SIGMA^2 I), W_c = Q_c diag(s_c) with
+    orthonormal Q_c (so that p(z | x, c) is a diagonal Gaussian)."""
+    model = linear_cpvae(decoder_input="z_and_c")
+    g = torch.Generator().manual_seed(5)
+    q_c = torch.linalg.qr(torch.randn(K, X_DIM, D, generator=g, dtype=torch.float64))[0]  # [K, X, D]
+    scales = 0.5 + 1.5 * torch.rand(K, 1, D, generator=g, dtype=torch.float64)
+    model.decoder = PerCategoryLinear(q_c * scales, torch.randn(K, X_DIM, generator=g, dtype=torch.float64))
+    model.likelihood.log_sigma.fill_(math.log(SIGMA))  # SIGMA in float64, not its float32 rounding
+    return model
+
+
+def marginal_log_px(model, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log (1/K) sum_k N(x; W_k mu_k + b_k, W_k Sigma_k W_k^T + SIGMA^2 I) (eq. 3 in closed form): `[B]`."""
+    w, b = model.decoder.weight, model.decoder.bias
+    mu, var = model.prior.loc, model.prior.log_var.exp()
+    cov = w @ torch.diag_embed(var) @ w.mT + SIGMA**2 * torch.eye(X_DIM, dtype=x.dtype)  # [K, X, X]
+    comp = MultivariateNormal(torch.einsum("kxd,kd->kx", w, mu) + b, cov).log_prob(x.unsqueeze(1))  # [B, K]
+    return torch.logsumexp(comp, -1) - math.log(K)
+
+
+def exact_posteriors(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation `[B, K, D]` of p(z | x, c = k), diagonal since W_k^T W_k is."""
+    w, b = model.decoder.weight, model.decoder.bias
+    prior_var = model.prior.log_var.exp()  # [K, D]
+    precision = 1 / prior_var + w.square().sum(1) / SIGMA**2  # [K, D]
+    data_term = torch.einsum("kxd,bkx->bkd", w, x.unsqueeze(1) - b) / SIGMA**2
+    mean = (data_term + model.prior.loc / prior_var) / precision
+    return mean, precision.rsqrt().expand_as(mean)
+
+
+def proposal(model, x: torch.Tensor, shift: float = 0.0, widen: float = 1.0) -> ReparameterizedMixture:
+    """q(z, c | x) with q(z | x, c) the exact posterior (shifted by `shift` posterior sds, sds times `widen`) and a
+    non-uniform q(c | x), which the estimator must cancel."""
+    mean, sd = exact_posteriors(model, x)
+    logits = torch.linspace(-2.0, 1.0, K, dtype=x.dtype).expand(x.shape[0], K)
+    return ReparameterizedMixture(logits, DiagonalNormal(mean + shift * sd, widen * sd))
+
+
+def category_decoder_bound(model, x: torch.Tensor) -> torch.Tensor:
+    """L(x) of eq. (7) for `category_decoder_cpvae` with A in closed form: `[B]`."""
+    q = model.posterior(x)
+    comps, w, b = q.component_distribution, model.decoder.weight, model.decoder.bias
+    mean = torch.einsum("kxd,bkd->bkx", w, comps.loc) + b  # [B, K, X]
+    spread = torch.einsum("kxd,bkd->bk", w.square(), comps.scale.square())
+    sq = (x.unsqueeze(1) - mean).square().sum(-1)
+    log_lik = -0.5 * X_DIM * math.log(2 * math.pi * SIGMA**2) - (sq + spread) / (2 * SIGMA**2)
+    kl_c, kl_z, _ = kl_terms(q, model.prior)
+    return (q.log_weights.exp() * log_lik).sum(-1) - kl_c - kl_z
+
+
+def test_decoder_input_option_builds_the_decoder_on_z_and_c_by_default():
+    cfg = dict(
+        latent_dim=D, encoder={"type": "mlp", "hidden": [8]}, decoder={"type": "linear"},
+        posterior={"type": "categorical_gaussian", "categories": K}, prior={"type": "conditional"},
+        likelihood={"type": "gaussian", "variance": "fixed", "sigma": SIGMA},
+    )  # fmt: skip
+    default = build_model(ModelConfig(**cfg), (X_DIM,))
+    assert isinstance(default, CPVAE) and default.decoder.body[0].in_features == D + K
+    on_z = build_model(ModelConfig(**cfg, options={"decoder_input": "z"}), (X_DIM,))
+    assert type(on_z) is VAE and on_z.decoder.body[0].in_features == D
+    plain = {**cfg, "posterior": {"type": "diagonal_gaussian"}, "prior": {"type": "standard_normal"}}
+    assert type(build_model(ModelConfig(**plain), (X_DIM,))) is VAE
+    with pytest.raises(ConfigError, match="needs a CP-VAE"):
+        build_model(ModelConfig(**plain, options={"decoder_input": "z_and_c"}), (X_DIM,))
+    with pytest.raises(ConfigError, match="decoder_input must be one of z_and_c, z"):
+        build_model(ModelConfig(**cfg, options={"decoder_input": "c"}), (X_DIM,))
+    x = data()[:3].float()
+    z = torch.randn(3, D)
+    c = torch.nn.functional.one_hot(torch.tensor([0, 2, 1]), K).float()
+    lin = default.decoder.body[0]
+    torch.testing.assert_close(default.decode(z, c), torch.cat([z, c], -1) @ lin.weight.T + lin.bias)
+    with pytest.raises(ConfigError, match="decoder reads c"):
+        default.log_joint(x, z)
+
+
+def test_log_px_stratified_over_c_is_exact_with_the_exact_posteriors():
+    """With q(z | x, c) = p(z | x, c) every weight of category k is p(x | c = k): the estimate is log p(x) exactly,
+    whatever T and q(c | x)."""
+    model = category_decoder_cpvae()
+    x = data()
+    with torch.no_grad():
+        target, q = marginal_log_px(model, x), proposal(model, x)
+        for samples in (K, 7 * K):
+            est = stratified_log_likelihood(model, x, samples, q=q)
+            torch.testing.assert_close(est.log_likelihood, target, rtol=0, atol=1e-9)
+
+
+def test_log_px_stratified_over_c_is_unbiased_for_p_x_and_a_converging_lower_bound():
+    model = category_decoder_cpvae()
+    x = data()
+    with torch.no_grad():
+        target, q = marginal_log_px(model, x), proposal(model, x, shift=0.7, widen=1.4)
+        draws = stratified_log_weights(model, x, 20_000, q)  # T = 20,000 draws per category
+        v = draws.parts.log_w + draws.log_alpha  # [T, K, B]: log p(k) p(x | z, k) p(z | k) / q(z | x, k)
+        ratio = (torch.logsumexp(v, 1) - target).exp()  # [T, B]: one draw per category, mean 1
+        assert_mc_close(ratio, torch.ones(5, dtype=torch.float64), "p^(x) / p(x)")
+        gaps = []
+        for samples in (K, 8 * K):  # T = 1 and 8: below log p(x) in expectation (Jensen), less so with more draws
+            est = torch.stack([stratified_log_likelihood(model, x, samples, q=q).log_likelihood for _ in range(300)])
+            gaps.append((target - est.mean(0), est.std(0) / math.sqrt(300)))
+        (gap1, se1), (gap8, se8) = gaps
+        assert (gap1 > Z_SE * se1).all(), f"T = 1: not below log p(x): gaps {gap1.tolist()}"
+        assert (gap8 > -Z_SE * se8).all(), f"T = 8: above log p(x): gaps {gap8.tolist()}"
+        assert (gap1 - gap8 > Z_SE * (se1.square() + se8.square()).sqrt()).all(), "the bound does not tighten with T"
+        big = stratified_log_likelihood(model, x, 3 * 20_000, q=q).log_likelihood
+        rel_se = ratio.std(0) / math.sqrt(20_000)
+        assert ((big - target).abs() < Z_SE * rel_se + 1e-4).all(), f"T = 20,000: {big - target}"
+        # the evaluator over a dataset, with the model's own (poorer) encoder: it converges as well
+        est = log_likelihood_over_c(model, x, samples=3 * 20_000, progress=False).log_likelihood
+        v = stratified_log_weights(model, x, 20_000).parts.log_w + model.posterior(x).log_weights.T
+        rel_se = (torch.logsumexp(v, 1) - target).exp().std(0) / math.sqrt(20_000)
+        assert ((est - target).abs() < Z_SE * rel_se + 1e-3).all(), f"own encoder, T = 20,000: {est - target}"
+
+
+def test_bound_with_the_decoder_on_c_matches_closed_form_and_brute_force():
+    """eq. (7) with p(x | z, c): the exact-sum and Gumbel estimators and the evaluator's Monte Carlo bound against
+    its closed form, and the NVLB of `evaluate_cpvae` against a loop over points and categories on the same draws."""
+    model = category_decoder_cpvae()
+    x = data()
+    with torch.no_grad():
+        target = category_decoder_bound(model, x)
+        exact = torch.stack([CPVAEBound("exact", samples=50)(model, x) for _ in range(200)])
+        assert_mc_close(exact, target, "exact-sum estimator, p(x | z, c)")
+        hard = torch.stack([CPVAEBound("gumbel", samples=50)(model, x) for _ in range(200)])
+        assert_mc_close(hard, target, "Gumbel estimator at zero temperature, p(x | z, c)")
+        selbo = torch.stack([log_likelihood_over_c(model, x, 30 * K, progress=False).elbo for _ in range(200)])
+        assert_mc_close(selbo, target, "eq. (7) from the draws stratified over c")
+
+        torch.manual_seed(11)
+        nvlb = evaluate_cpvae(model, x, samples=3, progress=False)["nvlb"]
+        torch.manual_seed(11)
+        q = model.posterior(x)
+        z = q.stratified_rsample(3)  # the draws evaluate_cpvae made: [T, K, B, D]
+        pi, comps, p = q.log_weights.exp(), q.component_distribution, prior_conditionals(model.prior)
+        total = 0.0
+        for b in range(x.shape[0]):
+            for k in range(K):
+                for t in range(3):
+                    mean = model.decoder.weight[k] @ z[t, k, b] + model.decoder.bias[k]
+                    log_lik = torch.distributions.Normal(mean, SIGMA).log_prob(x[b]).sum()
+                    total -= pi[b, k] * log_lik / 3
+                q_k = torch.distributions.Normal(comps.loc[b, k], comps.scale[b, k])
+                p_k = torch.distributions.Normal(p.loc[k], p.scale[k])
+                total += pi[b, k] * (torch.log(pi[b, k] * K) + torch.distributions.kl_divergence(q_k, p_k).sum())
+        assert nvlb == pytest.approx(float(total) / x.shape[0], rel=1e-10)
+
+
+def test_training_gradients_reach_every_part_with_the_decoder_on_c():
+    model = linear_cpvae(decoder_input="z_and_c").float()
+    x = data().float()
+    for estimator in ("exact", "gumbel"):
+        model.zero_grad()
+        (-CPVAEBound(estimator)(model, x, beta=0.5).mean()).backward()
+        for name, p in model.named_parameters():
+            if not name.startswith("likelihood"):
+                assert p.grad is not None and p.grad.abs().sum() > 0, f"{estimator}: no gradient for {name}"
+    lin = model.decoder.body[0]
+    assert lin.weight.grad[:, D:].abs().sum() > 0  # the decoder's weights on c are trained
+
+
+def test_generation_and_estimators_over_z_alone_with_the_decoder_on_c():
+    """Generation by category feeds c to the decoder; IS over z, AIS and the gaps refuse such a model in one line."""
+    model = category_decoder_cpvae()
+    gen = generate(model, torch.full((20_000,), 1), mean=True)  # E[x | z, c = 1], z ~ p(z | c = 1)
+    w, b, mu = model.decoder.weight[1], model.decoder.bias[1], model.prior.loc[1]
+    se = (w @ torch.diag(model.prior.log_var[1].exp()) @ w.T).diagonal().sqrt() / math.sqrt(20_000)
+    assert ((gen.mean(0) - (w @ mu + b)).abs() < Z_SE * se).all()
+    assert model.sample(7).shape == (7, X_DIM) and model.reconstruct(data()).shape == (5, X_DIM)
+    x = data()
+    for refuse in (
+        lambda: importance_sampled_log_likelihood(model, x, samples=10),
+        lambda: ais(model, x, chains=2, schedule=3, progress=False),
+        lambda: measure_gaps(model, x, progress=False),
+    ):
+        with pytest.raises(ConfigError, match="decoder reads c"):
+            refuse()
+    with pytest.raises(ConfigError, match="reads z only"):
+        log_likelihood_over_c(linear_cpvae(), x, progress=False)
+
+
+# -------------------------------------------------------------------------------- temperature schedules
+
+
+def test_compound_temperature_schedule_is_the_authors_recursion_in_closed_form():
+    """utils/training.py of the authors' code: tau <- max(tau_min, tau exp(-r n)) at the start of each epoch n = 1, 2,
+    ...; in closed form tau = max(tau_min, exp(-r n (n + 1) / 2)), 0.5 first reached at n = 215 with r = 3e-5."""
+    rate = 3.0e-5
+    obj = CPVAEBound("gumbel", temperature=1.0, min_temperature=0.5, anneal="compound", anneal_rate=rate)
+    tau, first_floor = 1.0, None
+    for epoch in range(400):
+        n = epoch + 1
+        tau = max(0.5, tau * math.exp(-rate * n))
+        obj.set_epoch(epoch)
+        got = obj.epoch_metrics()["temperature"]
+        assert got == pytest.approx(max(0.5, math.exp(-rate * n * (n + 1) / 2)), rel=1e-12)
+        assert got == pytest.approx(tau, rel=1e-12)
+        if got == 0.5 and first_floor is None:
+            first_floor = n
+    assert first_floor == 215
+    scaled = CPVAEBound("gumbel", temperature=2.0, min_temperature=0.5, anneal="compound", anneal_rate=0.01)
+    scaled.set_epoch(9)
+    assert scaled.temperature == pytest.approx(2.0 * math.exp(-0.01 * 55))
+    with pytest.raises(ConfigError, match="anneal must be one of exponential, compound"):
+        CPVAEBound("gumbel", anneal="linear")
+
+
+def test_cpvae_configs_use_the_decoder_on_c_and_the_compound_schedule():
+    for name in ("mnist", "toy_k2", "toy_k150"):
+        for budget in ("quick", "full"):
+            cfg = load_config(f"configs/cpvae/{name}.yaml", budget=budget)
+            assert cfg.model.options["decoder_input"] == "z_and_c"
+            options = cfg.objective.options
+            assert options["estimator"] == "gumbel" and options["anneal"] == "compound", (name, budget)
+            if budget == "full":
+                assert options["anneal_rate"] == 3.0e-5 and options["min_temperature"] == 0.5

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from vaelab import likelihoods, models, nets, objectives, posteriors, priors  # noqa: F401, E402
 from vaelab.config import ModelConfig
 from vaelab.errors import ConfigError
+from vaelab.models.cpvae import CPVAE, DECODER_INPUTS, check_pair, is_pair
 from vaelab.registry import LIKELIHOODS, MODELS, NETWORKS, POSTERIORS, PRIORS
 
 
@@ -55,9 +56,24 @@ def _prior(
     )
 
 
+def _decoder_reads_category(decoder_input: str | None, family: nn.Module, prior: nn.Module) -> bool:
+    """`model.options.decoder_input` of a vae: `z_and_c` (CP-VAE's p(x | z, c), eq. 3; the default for the CP-VAE
+    pair) or `z` (p(x | z); the default, and the only choice, for any other model)."""
+    if decoder_input is None:
+        return is_pair(family, prior)
+    if decoder_input not in DECODER_INPUTS:
+        raise ConfigError(
+            f"model.options.decoder_input must be one of {', '.join(DECODER_INPUTS)}, not {decoder_input!r}"
+        )
+    if decoder_input == "z_and_c":
+        check_pair(family, prior, "model.options.decoder_input: z_and_c")
+    return decoder_input == "z_and_c"
+
+
 def _composed(model_cls: type[nn.Module], labels: bool, wrong_data: str):
     """The MODELS builder of `model_cls(encoder, posterior family, prior, decoder, likelihood)`; `labels`: the
-    likelihood must be over labels (else over the inputs), or ConfigError `wrong_data`."""
+    likelihood must be over labels (else over the inputs), or ConfigError `wrong_data`. For inputs, option
+    `decoder_input` (see `_decoder_reads_category`): `z_and_c` builds a `CPVAE` whose decoder reads [z, one-hot c]."""
 
     def build(
         event_shape,
@@ -68,18 +84,21 @@ def _composed(model_cls: type[nn.Module], labels: bool, wrong_data: str):
         prior: dict,
         likelihood: dict,
         train_data: Tensor | None = None,
+        decoder_input: str | None = None,
     ) -> nn.Module:
         lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
         q = _amortized(event_shape, latent_dim, encoder, posterior)
         pri = _prior(prior, latent_dim, event_shape, q, train_data)
-        dec = NETWORKS.build(
-            *_split(decoder), in_features=latent_dim, out_features=lik.num_outputs, event_shape=event_shape
-        )
+        if labels and decoder_input is not None:
+            raise ConfigError("model.options.decoder_input is an option of a vae (CP-VAE), not of a classifier")
+        reads_c = not labels and _decoder_reads_category(decoder_input, q.family, pri)
+        width = latent_dim + (q.family.categories if reads_c else 0)  # [z, one-hot c] for p(x | z, c)
+        dec = NETWORKS.build(*_split(decoder), in_features=width, out_features=lik.num_outputs, event_shape=event_shape)
         if getattr(dec, "autoregressive", False):
             raise ConfigError(f"decoder {decoder['type']!r} reads x itself; use it in model.type: hvae (a PixelHVAE)")
         if (lik.data_kind == "labels") != labels:
             raise ConfigError(wrong_data)
-        return model_cls(q.encoder, q.family, pri, dec, lik)
+        return (CPVAE if reads_c else model_cls)(q.encoder, q.family, pri, dec, lik)
 
     return build
 

@@ -24,11 +24,11 @@ from vaelab.data import load_dataset
 from vaelab.data.supervised import Supervised, SupervisedDataset, predicts_labels
 from vaelab.errors import DataError, RunDirError
 from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
-from vaelab.evaluation.cpvae import evaluate_cpvae
+from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.generations import category_images, histograms_1d
 from vaelab.mcmc import ais
 from vaelab.mcmc.options import AISOptions
-from vaelab.models.cpvae import is_cpvae
+from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.train import Trainer, latest_checkpoint
 from vaelab.train.checkpoint import load_weights
 from vaelab.viz import (
@@ -186,14 +186,19 @@ def evaluate(
     torch.manual_seed(run.cfg.seed + 1)
     result = {"split": split, "dataset": run.dataset.name}
     if hasattr(run.model, "posterior"):
-        est = evaluate_log_likelihood(run.model, x, samples, batch_size, max_elements, progress)
+        over_c = reads_category(run.model)  # CP-VAE's p(x | z, c): IS stratified over c (vaelab.evaluation.cpvae)
+        estimate = log_likelihood_over_c if over_c else evaluate_log_likelihood
+        est = estimate(run.model, x, samples, batch_size, max_elements, progress)
         n_active, _ = active_units(run.model, _data(run, split, None))
         result.update(
             {"is_samples": samples, **est.summary(), "active_units": n_active, "latent_dim": run.model.latent_dim}
         )
         bpd = -result["log_likelihood"] / (math.prod(run.model.event_shape) * math.log(2))
         result["bits_per_dim"] = bpd
-        result.update(stratified_summary(run.model, x, samples, batch_size, max_elements, progress))  # mixtures
+        if over_c:
+            result.update(over_c_summary(run.model, samples))
+        else:
+            result.update(stratified_summary(run.model, x, samples, batch_size, max_elements, progress))  # mixtures
         path = run.path / f"eval-{split}-per-example.pt"
         torch.save({"log_likelihood": est.log_likelihood, "elbo": est.elbo}, path)
         save_histogram(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from vaelab.distributions import ReparameterizedMixture
 from vaelab.errors import ConfigError
@@ -24,6 +25,11 @@ def components_of(q) -> int:
     return q.components if isinstance(q, ReparameterizedMixture) else 1
 
 
+def draws_per_component(samples: int, components: int) -> int:
+    """T = max(1, round(samples / K)): draws per component out of `samples` in total."""
+    return max(1, round(samples / components))
+
+
 def _widest(model) -> int:
     """The widest layer a decoder pass produces per latent sample (at least the likelihood's outputs)."""
     widths = [m.out_features for m in model.decoder.modules() if isinstance(m, nn.Linear)]
@@ -31,13 +37,16 @@ def _widest(model) -> int:
 
 
 @torch.no_grad()
-def stratified_log_likelihood(model, x, samples: int = 100, max_elements: int = 2**24) -> ISEstimate:
+def stratified_log_likelihood(
+    model, x, samples: int = 100, max_elements: int = 2**24, q: Distribution | None = None
+) -> ISEstimate:
     """SIWAE estimate of log p(x) `[B]` for one batch, `samples` draws in total (T = round(samples / K) per
-    component, at least 1). Returns an `ISEstimate`: the estimate, the SELBO (sum_k alpha_k mean_t log w_tk)
-    over the same draws, and the effective sample size (sum v)^2 / sum v^2 of the weights v_tk = alpha_k w_tk."""
-    q = model.posterior(x)
+    component, at least 1), from the encoder's q(z | x) or from `q` (batch `[B]`). Returns an `ISEstimate`: the
+    estimate, the SELBO (sum_k alpha_k mean_t log w_tk) over the same draws, and the effective sample size
+    (sum v)^2 / sum v^2 of the weights v_tk = alpha_k w_tk."""
+    q = model.posterior(x) if q is None else q
     K, B = components_of(q), x.shape[0]
-    T = max(1, round(samples / K))
+    T = draws_per_component(samples, K)
     if isinstance(x, Tensor) and x.device.type == "cpu":
         max_elements = min(max_elements, CPU_CHUNK_ELEMENTS)
     chunk = max(1, min(T, max_elements // (K * B * _widest(model))))
@@ -77,7 +86,7 @@ def implicit_posterior_sample(model, x, n: int, samples: int) -> Tensor:
     proposals z_tk and one of them picked with probability proportional to alpha_k w_tk."""
     B = x.shape[0]
     q = model.posterior(x[torch.arange(B, device=x.device).repeat(n)])  # batch [n * B]
-    T = max(1, round(samples / components_of(q)))
+    T = draws_per_component(samples, components_of(q))
     draws = stratified_log_weights(model, x[torch.arange(B, device=x.device).repeat(n)], T, q)
     v = (draws.parts.log_w + draws.log_alpha).flatten(0, 1)  # [T*K, n*B]
     pick = torch.multinomial(torch.softmax(v, 0).T, 1).squeeze(-1)  # [n*B]
@@ -102,5 +111,5 @@ def stratified_summary(
         "siwae_log_likelihood_se": est["log_likelihood_se"],
         "siwae_selbo": est["elbo"],
         "components": q.components,
-        "siwae_draws_per_component": max(1, round(samples / q.components)),
+        "siwae_draws_per_component": draws_per_component(samples, q.components),
     }

@@ -1,17 +1,26 @@
 """The CP-VAE bound (Lavda et al., eq. 7) with its KL split and taken in closed form (eqs. 8-9):
 
-    L(x) = A - beta (B1 + B2),           A  = E_{q(z, c | x)} log p(x | z),
+    L(x) = A - beta (B1 + B2),           A  = E_{q(z, c | x)} log p(x | z, c),
     B1 = KL(q(c | x) || p(c)) = log K - H(q(c | x)),                                             (eq. 9)
     B2 = sum_k q(c = k | x) KL(q(z | x, c = k) || p(z | c = k))     (diagonal Gaussians, closed form).
 
-The reconstruction term A is estimated by
-  * `estimator: exact`: the sum over c, A = sum_k q(k | x) E_{q(z | x, k)} log p(x | z), with `samples` pathwise
+p(x | z, c) is the decoder on [z, one-hot c] (eq. 3; `CPVAE`), or p(x | z) for a decoder on z alone (c is then
+ignored). The reconstruction term A is estimated by
+  * `estimator: exact`: the sum over c, A = sum_k q(k | x) E_{q(z | x, k)} log p(x | z, k), with `samples` pathwise
     draws of z per category (K decoder passes per sample: for small K);
-  * `estimator: gumbel`: a Gumbel-Softmax c~ (eq. 11) at temperature tau (annealed per epoch when anneal_rate > 0:
-    tau_e = max(min_temperature, temperature * exp(-anneal_rate * e))) and z ~ q(z | x, c~) pathwise: one decoder
-    pass per sample whatever K, biased for tau > 0.
+  * `estimator: gumbel`: a Gumbel-Softmax c~ (eq. 11) at temperature tau and z ~ q(z | x, c~) pathwise, the decoder
+    fed [z, c~] (as the authors' code): one decoder pass per sample whatever K, biased for tau > 0.
 Without gradients (validation, evaluation) the gumbel estimator draws c exactly (tau = 0, the Gumbel-max trick), so
 its value is an unbiased estimate of L(x).
+
+The temperature of epoch e (0-based) when anneal_rate r > 0 (the paper gives no schedule):
+  * `anneal: exponential`: tau_e = max(min_temperature, temperature * exp(-r e));
+  * `anneal: compound` (the authors' code, utils/training.py: tau <- max(tau_min, tau * exp(-r n)) at the start of
+    every 1-based epoch n, r = 3e-5): tau_e = max(min_temperature, temperature * exp(-r n (n + 1) / 2)), n = e + 1.
+
+`joint_log_weights` gives the (z, c) importance weights of stratified draws, p(x | z, c) p(z | c) p(c) /
+(q(c | x) q(z | x, c)), with which the stratified estimators (SIWAE's, `vaelab.objectives.stratified`) treat a
+decoder that reads c: the strata are the categories.
 
 Warm-up weights as in `LogWeights.annealed`: beta multiplies the KL; entropy annealing (lambda) keeps the
 cross-entropy and weights the entropy, -E log p(z, c) - lambda H(q(z, c | x)) = B1 + B2 + (1 - lambda) H(q(z, c | x)),
@@ -29,13 +38,14 @@ from torch.distributions import kl_divergence
 
 from vaelab.distributions.gumbel_softmax import relaxed_one_hot
 from vaelab.errors import ConfigError
-from vaelab.models.cpvae import conditional_pair, prior_conditionals
-from vaelab.objectives.bounds import Objective
+from vaelab.models.cpvae import conditional_pair, every_category, log_likelihood_given, prior_conditionals
+from vaelab.objectives.bounds import LogWeights, Objective
 from vaelab.posteriors.conditional import CategoricalGaussianPosterior
 from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
 from vaelab.registry import OBJECTIVES
 
 ESTIMATORS = ("exact", "gumbel")
+ANNEALING = ("exponential", "compound")
 
 
 @dataclass
@@ -71,9 +81,9 @@ def kl_terms(q: CategoricalGaussianPosterior, prior: MixtureOfGaussians) -> tupl
 
 
 def exact_reconstruction(model, x: Tensor, q: CategoricalGaussianPosterior, samples: int = 1) -> Tensor:
-    """A = sum_k q(k | x) (1/T) sum_t log p(x | z_tk), z_tk ~ q(z | x, k) pathwise (`T = samples`): `[B]`."""
+    """A = sum_k q(k | x) (1/T) sum_t log p(x | z_tk, k), z_tk ~ q(z | x, k) pathwise (`T = samples`): `[B]`."""
     z = q.stratified_rsample(samples)  # [T, K, B, D]
-    log_lik = model.log_likelihood(x, z).mean(0)  # [K, B]
+    log_lik = log_likelihood_given(model, x, z, every_category(z.shape[1], z)).mean(0)  # [K, B]
     return (q.log_weights.exp() * log_lik.T).sum(-1)
 
 
@@ -85,12 +95,24 @@ def gumbel_reconstruction(
     temperature: float = 1.0,
     straight_through: bool = False,
 ) -> Tensor:
-    """A ~ (1/S) sum_s log p(x | z_s), c~_s Gumbel-Softmax at `temperature` (0: exact one-hot draws), z_s ~
+    """A ~ (1/S) sum_s log p(x | z_s, c~_s), c~_s Gumbel-Softmax at `temperature` (0: exact one-hot draws), z_s ~
     q(z | x, c~_s) pathwise (eq. 11): `[B]`."""
     log_pi = q.log_weights
     c = relaxed_one_hot(log_pi.expand(samples, *log_pi.shape), temperature, straight_through)  # [S, B, K]
     z = q.given(c).rsample()  # [S, B, D]
-    return model.log_likelihood(x, z).mean(0)
+    return log_likelihood_given(model, x, z, c).mean(0)
+
+
+def joint_log_weights(model, x: Tensor, z: Tensor, q) -> LogWeights:
+    """Log-weight parts `[T, K, B]` of stratified draws z `[T, K, B, D]`, z_tk ~ q(z | x, c = k), with the category
+    of the stratum: log p(x | z_tk, k), log p(z_tk | k) + log p(k), log q(z_tk | x, k) + log q(k | x) (`q`: a
+    mixture over the K categories, batch `[B]`), so that log_w = log p(x, z, c) - log q(z, c | x) (eqs. 3, 6)."""
+    _, prior = conditional_pair(model, "the joint (z, c) weights")
+    k = z.shape[1]
+    per_category = z.movedim(1, -2)  # [T, B, K, D]: stratum k against the k-th component
+    log_prior = prior_conditionals(prior).log_prob(per_category).movedim(-1, 1) - math.log(k)
+    log_q = q.component_distribution.log_prob(per_category).movedim(-1, 1) + q.log_weights.T
+    return LogWeights(log_likelihood_given(model, x, z, every_category(k, z)), log_prior, log_q)
 
 
 class CPVAEBound(Objective):
@@ -105,8 +127,11 @@ class CPVAEBound(Objective):
         temperature: float = 1.0,
         min_temperature: float = 0.5,
         anneal_rate: float = 0.0,
+        anneal: str = "exponential",
         straight_through: bool = False,
     ) -> None:
+        if anneal not in ANNEALING:
+            raise ConfigError(f"objective cpvae: anneal must be one of {', '.join(ANNEALING)}, not {anneal!r}")
         if estimator not in ESTIMATORS:
             raise ConfigError(f"objective cpvae: estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
         if samples < 1:
@@ -119,12 +144,15 @@ class CPVAEBound(Objective):
             )
         self.estimator, self.samples, self.straight_through = estimator, samples, straight_through
         self.initial_temperature, self.min_temperature, self.anneal_rate = temperature, min_temperature, anneal_rate
-        self.temperature = temperature
+        self.anneal, self.temperature = anneal, temperature
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the Gumbel-Softmax temperature of epoch `epoch` (0-based; the trainer calls this each epoch)."""
+        """Set the Gumbel-Softmax temperature of epoch `epoch` (0-based; the trainer calls this each epoch): the
+        `anneal` schedule of the module docstring."""
         if self.anneal_rate > 0:
-            decayed = self.initial_temperature * math.exp(-self.anneal_rate * epoch)
+            n = epoch + 1  # compound: the authors' 1-based epoch, annealed before it starts
+            exponent = epoch if self.anneal == "exponential" else n * (n + 1) / 2
+            decayed = self.initial_temperature * math.exp(-self.anneal_rate * exponent)
             self.temperature = max(self.min_temperature, decayed)
 
     def epoch_metrics(self) -> dict[str, float]:

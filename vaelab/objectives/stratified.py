@@ -43,7 +43,9 @@ from torch.distributions import Distribution
 
 from vaelab.distributions import ReparameterizedMixture, detach_parameters
 from vaelab.errors import ConfigError
+from vaelab.models.cpvae import reads_category
 from vaelab.objectives.bounds import LogWeights, Objective
+from vaelab.objectives.cpvae import joint_log_weights
 from vaelab.objectives.mixture_penalties import check_penalty_options, mixture_penalty
 from vaelab.registry import OBJECTIVES
 
@@ -76,10 +78,15 @@ def stratified_rsample(q: Distribution, samples: int) -> tuple[Tensor, Tensor]:
 
 def stratified_log_weights(model, x, samples: int, q: Distribution | None = None, stl: bool = False) -> StratifiedDraws:
     """Draw stratified samples from q(z | x) (default: `model.posterior(x)`) and evaluate their log-weight
-    parts `[T, K, B]`; with `stl`, log q has detached parameters (gradient only along the draws)."""
+    parts `[T, K, B]`; with `stl`, log q has detached parameters (gradient only along the draws). For a CP-VAE whose
+    decoder reads c the components are the categories and the weights are joint, p(x, z, c) / q(z, c | x)
+    (`vaelab.objectives.cpvae.joint_log_weights`): then SELBO is eq. (7) by Monte Carlo and SIWAE's estimate sums c
+    out exactly (`vaelab.evaluation.cpvae`)."""
     q = model.posterior(x) if q is None else q
     z, log_alpha = stratified_rsample(q, samples)
     q_log = detach_parameters(q) if stl else q
+    if reads_category(model):  # CP-VAE's p(x | z, c): stratum k is c = k, with the joint (z, c) weight
+        return StratifiedDraws(z, log_alpha, joint_log_weights(model, x, z, q_log))
     log_q = q_log.stratified_log_prob(z) if isinstance(q_log, ReparameterizedMixture) else q_log.log_prob(z)
     parts = LogWeights(model.log_likelihood(x, z), model.prior.log_prob(z), log_q)
     return StratifiedDraws(z, log_alpha, parts)

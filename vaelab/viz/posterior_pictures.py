@@ -17,6 +17,7 @@ from torch import Tensor
 
 from vaelab.distributions import ReparameterizedMixture
 from vaelab.evaluation.stratified import implicit_posterior_sample
+from vaelab.models.cpvae import decode_given, one_hot, reads_category
 from vaelab.viz.grids import save_image_grid
 from vaelab.viz.posterior2d import save_posterior_panels
 
@@ -29,7 +30,8 @@ def component_mode_images(model, x: Tensor) -> Tensor:
     means = q.component_distribution.mean  # [B, K, D]
     order = q.log_weights.argsort(-1, descending=True)  # [B, K]
     means = means.gather(1, order.unsqueeze(-1).expand_as(means))
-    decoded = model.likelihood.mean(model.decode(means.transpose(0, 1))).transpose(0, 1)  # [B, K, *event]
+    c = one_hot(order.T, order.shape[-1], means)  # [K, B, K]: a CP-VAE decoder p(x | z, c) reads component k as c = k
+    decoded = model.likelihood.mean(decode_given(model, means.transpose(0, 1), c)).transpose(0, 1)  # [B, K, *event]
     return torch.cat([x.unsqueeze(1).to(decoded.dtype), decoded], 1)
 
 
@@ -75,7 +77,8 @@ def save_posterior_pictures(model, x: Tensor, out: Path, split: str, modes: int 
     if isinstance(q, ReparameterizedMixture):
         images = component_mode_images(model, x[:modes].to(next(model.parameters()).device)).cpu()
         paths.append(save_image_grid(images.flatten(0, 1), out / f"modes-{split}.png", rows=images.shape[0]))
-    if tuple(q.event_shape) == (2,) and not hasattr(q, "rsample_and_log_prob"):  # a flow's q has no density for q_IW
+    no_density = hasattr(q, "rsample_and_log_prob") or reads_category(model)  # a flow's q; p(x, z) needs c
+    if tuple(q.event_shape) == (2,) and not no_density:
         title = "columns: inputs (modes-*.png rows, in order); contours: p(z|x) on the grid"
         paths.append(save_latent_posteriors(model, x[:latents], out / f"posterior-{split}.png", title=title))
     return paths
