@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from vaelab import runs
 from vaelab.config import load_config
@@ -94,6 +95,23 @@ def test_persistent_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path):
         trainer.fit()
     assert "epoch-000001" in str(err.value)
     assert latest_checkpoint(tmp_path / "checkpoints").name == "epoch-000001"
+
+
+def test_nonfinite_steps_are_counted_across_epochs(tmp_path):
+    # 6 steps per epoch, all NaN from epoch 2 on: no epoch alone reaches 10, but 11 in a row stop the run
+    cfg = tiny_config("train.epochs=5", "train.max_nonfinite_steps=10")
+    trainer = _trainer(cfg, tmp_path)
+    _nan_on(set(range(6, 1000)))(trainer)
+    with pytest.raises(TrainingDiverged, match="training stopped in epoch 3: 11 consecutive steps") as err:
+        trainer.fit()
+    assert "epoch-000001" in str(err.value)
+    # epoch 2 had no good step: no checkpoint and no best weights from it
+    assert [p.name for p in (tmp_path / "checkpoints").glob("epoch-*")] == ["epoch-000001"]
+    best, first = (
+        load_file(tmp_path / "best.safetensors"),
+        load_file(tmp_path / "checkpoints/epoch-000001/model.safetensors"),
+    )
+    assert all(torch.equal(best[k], first[k]) for k in first)
 
 
 def test_early_stopping_waits_for_warmup_then_stops(tmp_path):

@@ -88,15 +88,23 @@ def save_checkpoint(
     return final
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The checkpoint the `latest` pointer names (falling back to the newest complete one), or None."""
+def checkpoints(directory: Path) -> list[Path]:
+    """The complete checkpoints under `directory`, newest first: the one the `latest` pointer names, then the
+    others by epoch (a resume falls back along this list when a checkpoint cannot be read)."""
+    complete = [d for d in sorted(directory.glob("epoch-*"), reverse=True) if (d / "state.pt").is_file()]
     pointer = directory / "latest"
     if pointer.is_file():
         target = directory / pointer.read_text().strip()
-        if (target / "state.pt").is_file():
-            return target
-    complete = [d for d in sorted(directory.glob("epoch-*")) if (d / "state.pt").is_file()]
-    return complete[-1] if complete else None
+        if target in complete:
+            complete.remove(target)
+            complete.insert(0, target)
+    return complete
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint the `latest` pointer names (falling back to the newest complete one), or None."""
+    found = checkpoints(directory)
+    return found[0] if found else None
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:

@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vaelab.config import Config
-from vaelab.errors import TrainingDiverged
+from vaelab.errors import RunDirError, TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.registry import OBJECTIVES
 from vaelab.train.burn_in import burn_in
-from vaelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from vaelab.train.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from vaelab.train.lr_schedules import lr_factor
 from vaelab.train.optimizers import make_adam
 from vaelab.train.transfer import freeze, init_generative_from
@@ -47,6 +47,7 @@ class TrainState:
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     skipped_steps: int = 0
+    nonfinite_streak: int = 0  # consecutive skipped steps, counted across epochs (and resumes)
     finished: bool = False
     stop_reason: str = ""
 
@@ -93,11 +94,14 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class Trainer:
-    """Trains `model` on `dataset` as `cfg` says, writing into `run_dir`."""
+    """Trains `model` on `dataset` as `cfg` says, writing into `run_dir`. With `resuming`, a checkpoint in
+    `run_dir` will be loaded (`resume`), so `train.init_from` is skipped when there is one."""
 
-    def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, dataset, device: torch.device) -> None:
+    def __init__(
+        self, cfg: Config, run_dir: Path, model: nn.Module, dataset, device: torch.device, resuming: bool = False
+    ) -> None:
         self.cfg, self.run_dir, self.model, self.dataset, self.device = cfg, Path(run_dir), model, dataset, device
-        if cfg.train.init_from and latest_checkpoint(Path(run_dir) / "checkpoints") is None:  # not when resuming
+        if cfg.train.init_from and not (resuming and latest_checkpoint(self.run_dir / "checkpoints") is not None):
             init_generative_from(model, cfg.train.init_from)  # e.g. a decoder kept fixed (Cremer et al. 5.2.1)
         freeze(model, cfg.train.freeze)  # before the optimiser and DDP see the parameters
         self.objective = build_objective(cfg)
@@ -122,14 +126,29 @@ class Trainer:
 
     # --- resume -----------------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Load the latest checkpoint if there is one, and drop metrics lines written after it (a run
-        killed between its metrics line and its checkpoint repeats that epoch, with the same numbers)."""
-        ckpt = latest_checkpoint(self.ckpt_dir)
-        if ckpt is not None:
-            state = load_checkpoint(ckpt, self.model, self.optimizer)
+        """Load the latest checkpoint if there is one (an unreadable one, e.g. truncated, falls back to the one
+        before, saying so), and drop metrics lines written after it (a run killed between its metrics line and
+        its checkpoint repeats that epoch, with the same numbers)."""
+        found = checkpoints(self.ckpt_dir)
+        ckpt = None
+        for i, candidate in enumerate(found):
+            try:
+                state = load_checkpoint(candidate, self.model, self.optimizer)
+            except Exception as err:  # a truncated or corrupt file: safetensors, pickle and torch errors alike
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                if i + 1 == len(found):
+                    raise RunDirError(
+                        f"no readable checkpoint in {self.ckpt_dir}; {candidate.name}: {reason}"
+                    ) from None
+                print(
+                    f"checkpoint {candidate} is unreadable ({reason}); resuming from {found[i + 1].name}",
+                    file=sys.stderr,
+                )
+                continue
             if "objective" in state:  # a stateful objective's state (AIWAE's adapted step sizes)
                 self.objective.load_state_dict(state.pop("objective"))
-            self.state = TrainState(**state)
+            self.state, ckpt = TrainState(**state), candidate
+            break
         if self.metrics_path.is_file() and self.rank == 0:
             kept = [row for row in _read_jsonl(self.metrics_path) if row["epoch"] <= self.state.epoch]
             self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
@@ -172,7 +191,7 @@ class Trainer:
         bs = cfg.data.batch_size
         batches = range(0, order.numel(), bs)
         self.model.train()
-        total, count, skipped, bad_run = 0.0, 0, 0, 0
+        total, count, skipped = 0.0, 0, 0
         start = time.perf_counter()
         bar = tqdm(
             batches,
@@ -187,11 +206,12 @@ class Trainer:
             self.state.step += 1
             if loss is None:
                 skipped += 1
-                bad_run += 1
-                if bad_run > cfg.train.max_nonfinite_steps:
-                    raise TrainingDiverged(self._diverged_message(epoch, bad_run))
+                self.state.nonfinite_streak += 1
+                if self.state.nonfinite_streak > cfg.train.max_nonfinite_steps:
+                    what = f"{self.state.nonfinite_streak} consecutive steps had a NaN/Inf loss or gradient"
+                    raise self._diverged(epoch, what)
                 continue
-            bad_run = 0
+            self.state.nonfinite_streak = 0
             total += loss
             count += 1
             if i % 20 == 0:
@@ -213,13 +233,20 @@ class Trainer:
             **(self.objective.epoch_metrics() if hasattr(self.objective, "epoch_metrics") else {}),
         }
 
-    def _diverged_message(self, epoch: int, n: int) -> str:
+    def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
         ckpt = latest_checkpoint(self.ckpt_dir)
         kept = f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint had been written yet"
-        return (
-            f"training stopped in epoch {epoch + 1}: {n} consecutive steps had a NaN/Inf loss or gradient; {kept}. "
+        return TrainingDiverged(
+            f"training stopped in epoch {epoch + 1}: {what}; {kept}. "
             "Lower train.lr, set train.grad_clip, or check the data."
         )
+
+    def _check_finite(self, epoch: int, valid: float | None = None) -> None:
+        """Raise `TrainingDiverged` if a weight or the validation loss is NaN/Inf (nothing after could recover)."""
+        if not all(bool(p.detach().isfinite().all()) for p in self.model.parameters()):
+            raise self._diverged(epoch, "the weights became NaN/Inf")
+        if valid is not None and not math.isfinite(valid):
+            raise self._diverged(epoch, f"the validation loss is {valid}")
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -245,10 +272,15 @@ class Trainer:
         )
         burn_in_row = burn_in(self) if st.epoch == 0 else {}  # SIWAE app. D.1, if the objective asks for it
         for epoch in epochs:
+            steps_before = st.step
             row = {"epoch": epoch + 1, **burn_in_row, **self.train_epoch(epoch)}
             stop, burn_in_row = False, {}
-            if (epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == cfg.train.epochs:
-                row["valid_loss"] = valid = self.validation_loss()
+            good = st.step - steps_before > row["skipped_steps"]  # else the weights are those of the last epoch
+            validate = (epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == cfg.train.epochs
+            valid = self.validation_loss() if good and validate else None
+            self._check_finite(epoch, valid)
+            if valid is not None:
+                row["valid_loss"] = valid
                 if valid < st.best_valid_loss:
                     st.best_valid_loss, st.best_epoch, st.epochs_without_improvement = valid, epoch + 1, 0
                     if self.rank == 0:
@@ -267,7 +299,7 @@ class Trainer:
             if self.rank == 0:
                 self._log(row)
                 tqdm.write(_epoch_line(row, cfg.train.epochs), file=sys.stderr)
-                if st.finished or st.epoch % cfg.train.checkpoint_every == 0:
+                if good and (st.finished or st.epoch % cfg.train.checkpoint_every == 0):  # never an epoch of no step
                     state = asdict(st)
                     if hasattr(self.objective, "state_dict"):
                         state["objective"] = self.objective.state_dict()
