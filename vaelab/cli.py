@@ -44,7 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--budget", help="a budget the config defines, e.g. quick (minutes on a CPU) or full (the paper's)")
     t.add_argument("--run-dir", help="where to write the run (default: runs/<name>-<timestamp>)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --run-dir")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --run-dir (only a vaelab run; it is moved aside to DIR.replaced-<timestamp>, "
+        "not deleted)",
+    )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     t.add_argument("--no-eval", action="store_true", help="skip the final evaluation and pictures")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -144,12 +149,7 @@ def _cmd_train(args) -> int:
     if args.resume:
         if args.config or args.budget:
             raise UserError("give either a CONFIG (and --budget) or --resume RUN_DIR, not both: a run keeps its config")
-        cfg = runs.read_run_config(args.resume)
-        if args.overrides:
-            from vaelab.config import apply_overrides, config_from_dict
-
-            cfg = config_from_dict(apply_overrides(cfg.to_dict(), args.overrides))
-            (Path(args.resume) / "config.yaml").write_text(cfg.to_yaml())
+        cfg = runs.resume_config(args.resume, args.overrides)  # only resumable keys; saved once the run loads
         run_dir = Path(args.resume)
     else:
         cfg = load_config(args.config, args.overrides, args.budget)
@@ -159,10 +159,9 @@ def _cmd_train(args) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     if not args.resume:
-        run_dir = runs.new_run_dir(cfg, args.run_dir, args.overwrite)
-    print(f"run directory: {run_dir}", file=sys.stderr)
-    try:
-        run = runs.train(cfg, run_dir, resume=bool(args.resume), device=args.device)
+        run_dir = runs.run_dir_path(cfg, args.run_dir)
+    try:  # checks everything before writing; prints the run directory once it is in use
+        run = runs.train(cfg, run_dir, resume=bool(args.resume), device=args.device, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}", file=sys.stderr)
         return 130

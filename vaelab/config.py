@@ -98,9 +98,10 @@ class GapsConfig:
     max_steps: int | None = None  # cap on the steps per point (null: only the stopping rule)
     batch_size: int = 100  # data points optimised together (one tensor each)
     eval_samples: int = 5000  # samples for L[q], L[q*] and the IWAE bound of log p(x)
-    ais_chains: int = 100  # AIS from the prior (sec. 3.3: 100 chains, 500 temperatures, 10 leapfrog steps)
+    ais_chains: int = 100  # AIS (sec. 3.3: 100 chains, 500 temperatures, 10 leapfrog steps, from the prior)
     ais_temperatures: int = 500  # 0: no AIS (log p(x) from the IWAE bounds only)
     ais_leapfrog: int = 10
+    ais_init: str = "q_star"  # AIS starts at the best fitted Gaussian q* (FFG or FullCov), or at the "prior" (paper)
     flow: dict = field(default_factory=dict)  # local flow options (default: the trained flow's, else Table 8's)
 
 
@@ -208,6 +209,49 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"--set {text}: {k!r} is not a section")
         node[keys[-1]] = value
     return data
+
+
+# What `vaelab train --resume RUN --set ...` may change: how long and how the run trains and is evaluated, never
+# the architecture, the objective, the optimiser or the data (a checkpoint holds weights for exactly those).
+RESUMABLE_KEYS = (
+    "device",
+    "train.epochs",
+    "train.early_stopping",
+    "train.progress",
+    "train.checkpoint_every",
+    "train.tensorboard",
+    "train.max_nonfinite_steps",
+    "eval.*",
+    "gaps.*",
+)
+
+
+def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config dicts (leaves; a key missing on one side counts)."""
+    out = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b or (key in old) != (key in new):
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def resumable(key: str) -> bool:
+    """Whether `key` (dotted) may change when a run is resumed (`RESUMABLE_KEYS`)."""
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE_KEYS)
+
+
+def check_resume_changes(saved: Config, cfg: Config) -> None:
+    """Raise `ConfigError` naming the first change from a run's `saved` config that a resume may not make."""
+    for key in changed_keys(saved.to_dict(), cfg.to_dict()):
+        if not resumable(key):
+            allowed = ", ".join(RESUMABLE_KEYS)
+            raise ConfigError(
+                f"--resume cannot change {key}: the checkpoint was trained with another value; resumable keys: "
+                f"{allowed} (start a new run with --run-dir for anything else)"
+            )
 
 
 def apply_budget(data: dict, budget: str | None, source: str) -> dict:

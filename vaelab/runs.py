@@ -3,12 +3,22 @@
 A run directory holds `config.yaml` (the resolved config), `metrics.jsonl` (one line per epoch),
 `checkpoints/` (atomic, resumable), `best.safetensors` (the best validation weights), `eval-<split>.json`
 and PNG grids.
+
+Safety of run directories (`train`): nothing is written before the config, the model, the dataset and the data
+checks pass; a new run directory that fails before its first checkpoint is removed again (only what this call
+created); `overwrite` replaces only a run (`is_run_dir`) and moves it aside to `<dir>.replaced-<timestamp>`
+(kept, never deleted); a resume changes only `config.RESUMABLE_KEYS` and rewrites `config.yaml` after its
+checkpoint has loaded.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,7 +29,7 @@ from torch import nn
 
 from vaelab import provenance
 from vaelab.build import build_model
-from vaelab.config import Config, config_from_dict
+from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
 from vaelab.data import load_dataset
 from vaelab.data.supervised import Supervised, SupervisedDataset, predicts_labels
 from vaelab.errors import DataError, RunDirError
@@ -30,7 +40,7 @@ from vaelab.mcmc import ais
 from vaelab.mcmc.options import AISOptions
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.train import Trainer, latest_checkpoint
-from vaelab.train.checkpoint import load_weights
+from vaelab.train.checkpoint import atomic_write_text, load_weights
 from vaelab.viz import (
     save_histogram,
     save_image_grid,
@@ -47,30 +57,141 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def new_run_dir(cfg: Config, run_dir: str | Path | None, overwrite: bool = False) -> Path:
-    """The directory for a new run: `run_dir`, or `runs/<name>-<timestamp>`. Refuses to write into an
-    existing non-empty directory unless `overwrite`."""
-    path = Path(run_dir) if run_dir else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"run directory {str(path)!r} already holds a run; continue it with "
-                f"'vaelab train --resume {path}', choose another --run-dir, or pass --overwrite"
-            )
-        import shutil
+RUN_FILES = ("metrics.jsonl", "checkpoints", "best.safetensors", "provenance.json")  # written only by a run
 
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` is a run directory: `config.yaml` and at least one of the run's own `RUN_FILES`, or
+    `config.yaml` alone (a run stopped in its first epoch). The rule for what `overwrite` may replace."""
+    path = Path(path)
+    if not (path.is_dir() and (path / "config.yaml").is_file()):
+        return False
+    return any((path / name).exists() for name in RUN_FILES) or [p.name for p in path.iterdir()] == ["config.yaml"]
+
+
+def run_dir_path(cfg: Config, run_dir: str | Path | None = None) -> Path:
+    """`run_dir`, or the default `runs/<name>-<timestamp>`."""
+    return Path(run_dir) if run_dir else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_new_run_dir(path: Path, overwrite: bool = False) -> None:
+    """Raise `RunDirError` unless a new run may be written into `path`: a new or empty directory, or with
+    `overwrite` a run (`is_run_dir`) that is not the current directory or one above it. Changes nothing."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run directory {str(path)!r} is a file, not a directory; choose another --run-dir")
+    if overwrite and path.exists() and path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise RunDirError(f"--overwrite will not replace {str(path)!r}, the current directory or one above it")
+    if not path.exists() or not any(path.iterdir()):
+        return
+    if not is_run_dir(path):
+        raise RunDirError(
+            f"{str(path)!r} is not empty and is not a vaelab run (config.yaml with {', '.join(RUN_FILES)}); "
+            "--overwrite replaces only runs: choose a new or empty --run-dir"
+        )
+    if not overwrite:
+        raise RunDirError(
+            f"run directory {str(path)!r} already holds a run; continue it with "
+            f"'vaelab train --resume {path}', choose another --run-dir, or pass --overwrite"
+        )
+
+
+def check_writable(path: Path, create: bool = False) -> None:
+    """Raise `RunDirError` unless files can be created in the directory `path` (tried, not guessed); with
+    `create`, make it first if it is missing."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{str(path)!r} is a file, not a directory")
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".vaelab-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RunDirError(f"cannot write into {str(path)!r}: {err.strerror or err}") from None
+
+
+@dataclass
+class _NewRunDir:
+    """What `_make_run_dir` did, so that a start that fails can undo exactly that."""
+
+    path: Path
+    made: Path | None  # the topmost directory created (None: `path` existed, empty)
+    aside: Path | None  # where the run it replaces was moved
+
+    def undo(self) -> None:
+        """Remove what was created, and move the replaced run back."""
+        if self.made is not None:
+            shutil.rmtree(self.made, ignore_errors=True)
+        else:
+            for child in self.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        print(f"removed the new run directory {self.path}: it failed before its first checkpoint", file=sys.stderr)
+        if self.aside is not None:
+            os.rename(self.aside, self.path)
+            print(f"moved the previous run back from {self.aside}", file=sys.stderr)
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the run in `path` to a new sibling `<name>.replaced-<timestamp>[-i]` (atomic; never merges)."""
+    src, stamp = path.resolve(), time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        target = src.with_name(f"{src.name}.replaced-{stamp}{f'-{i}' if i else ''}")
+        if not target.exists():
+            os.rename(src, target)
+            print(f"moved the previous run in {path} to {target}", file=sys.stderr)
+            return target
+    raise RunDirError(f"cannot find a free name beside {str(path)!r} to move the old run to")
+
+
+def _make_run_dir(path: Path, overwrite: bool = False) -> _NewRunDir:
+    check_new_run_dir(path, overwrite)
+    made = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+    try:
+        aside = _move_aside(path) if path.exists() and any(path.iterdir()) else None
+    except OSError as err:
+        raise RunDirError(f"cannot move the run in {str(path)!r} aside: {err.strerror or err}") from None
+    made = path if aside is not None else made
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        check_writable(path)
+    except (OSError, RunDirError) as err:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        if aside is not None:
+            os.rename(aside, path)
+        if isinstance(err, RunDirError):
+            raise
+        raise RunDirError(f"cannot create the run directory {str(path)!r}: {err.strerror or err}") from None
+    return _NewRunDir(path, made, aside)
+
+
+def new_run_dir(cfg: Config, run_dir: str | Path | None, overwrite: bool = False) -> Path:
+    """Create the directory for a new run (`run_dir_path`) now, refusing as `check_new_run_dir` says; with
+    `overwrite` an existing run there is moved aside first. (`train` does this itself after its checks.)"""
+    path = run_dir_path(cfg, run_dir)
+    _make_run_dir(path, overwrite)
     return path
 
 
 def read_run_config(run_dir: str | Path) -> Config:
+    """The `config.yaml` of the run in `run_dir` (`RunDirError` if there is none)."""
     path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{str(path)!r} is a file, not a run directory; give the directory 'vaelab train' wrote")
     if not path.is_dir():
         raise RunDirError(f"run directory {str(path)!r} does not exist; give the directory 'vaelab train' wrote")
     if not (path / "config.yaml").is_file():
         raise RunDirError(f"{str(path)!r} is not a vaelab run directory (no config.yaml in it)")
     return config_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """A run's config with `--set` overrides applied, refused (`ConfigError`) unless `check_resume_changes`
+    allows them. Writes nothing: `train(..., resume=True)` saves it once the checkpoint has loaded."""
+    saved = read_run_config(run_dir)
+    cfg = config_from_dict(apply_overrides(saved.to_dict(), overrides or []))
+    check_resume_changes(saved, cfg)
+    return cfg
 
 
 def check_data(model: nn.Module, dataset, splits=("train", "valid", "test")) -> None:
@@ -130,16 +251,50 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
     return run
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, device: str | None = None) -> Run:
-    """Train (or continue) the run in `run_dir`; returns it with its best weights loaded."""
-    if not resume:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+def train(
+    cfg: Config, run_dir: str | Path, resume: bool = False, device: str | None = None, overwrite: bool = False
+) -> Run:
+    """Train a new run in `run_dir` (or continue it, `resume`); returns it with its best weights loaded.
+
+    The config, the model, the dataset and its fit to the model are checked before anything is written. A new run
+    directory (`check_new_run_dir`; with `overwrite` an old run there is moved aside first) that fails before its
+    first checkpoint is removed again and the old run moved back. A resume may change only what
+    `config.check_resume_changes` allows; the changed config is saved after the checkpoint has loaded."""
+    run_dir = Path(run_dir)
+    if resume:
+        saved = read_run_config(run_dir)
+        check_resume_changes(saved, cfg)
+        check_writable(run_dir)
+    else:
+        check_new_run_dir(run_dir, overwrite)
     run = build_run(cfg, run_dir, device)
     check_data(run.model, run.dataset)
-    trainer = Trainer(cfg, run_dir, run.model, run.dataset, run.device)
+    trainer = Trainer(cfg, run_dir, run.model, run.dataset, run.device, resuming=resume)
+    created = None
     if resume:
         trainer.resume()  # with no checkpoint yet, the freshly seeded model starts over as a new run would
-    session, first_epoch = provenance.start_session(run_dir, run.device), trainer.state.epoch
+        if cfg.to_dict() != saved.to_dict():
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    else:
+        created = _make_run_dir(run_dir, overwrite)
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    try:
+        _fit(trainer, run_dir)
+    except Exception:
+        if created is not None and latest_checkpoint(run_dir / "checkpoints") is None:
+            created.undo()  # nothing worth keeping, and it would block the corrected command
+        raise
+    best = run_dir / "best.safetensors"
+    if best.is_file():
+        load_weights(run.model, best)
+    run.model.eval()
+    return run
+
+
+def _fit(trainer: Trainer, run_dir: Path) -> None:
+    """`trainer.fit()`, recording this session in the run's provenance file."""
+    session, first_epoch = provenance.start_session(run_dir, trainer.device), trainer.state.epoch
     try:
         trainer.fit()
     finally:
@@ -153,11 +308,6 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, device: str | None =
                 finished_training=st.finished,
                 stop_reason=st.stop_reason,
             )
-    best = run_dir / "best.safetensors"
-    if best.is_file():
-        load_weights(run.model, best)
-    run.model.eval()
-    return run
 
 
 def _data(run: Run, split: str, subset: int | None) -> torch.Tensor:
@@ -181,6 +331,7 @@ def evaluate(
     VIB classifier (labelled data) the IS estimate is of its evidence log p(y) = log E_r[p(y | z)] (x enters
     only through the proposal q(z | x)), and `classify` adds accuracy and calibration of the posterior
     predictive; a deterministic classifier (no posterior) gets only those."""
+    check_writable(run.path)  # before the work, not after it
     x = _data(run, split, subset)
     start = time.perf_counter()
     torch.manual_seed(run.cfg.seed + 1)
@@ -230,6 +381,7 @@ def evaluate_ais(
     and se over points of the per-point estimates log (1/C) sum_c w_c, ESS, acceptance, time) and the per-example
     estimates and log-weights (`eval-<split>-ais-per-example.pt`) beside the IS result `eval-<split>.json`, whose
     estimate is copied in when it covers the same examples."""
+    check_writable(run.path)
     x = _data(run, split, subset)
     if not torch.is_tensor(x):
         raise DataError("AIS estimates log p(x) of an unsupervised model; this run's data are labelled")
@@ -300,7 +452,7 @@ def sample(
     scatter plot of data and samples (`samples.png`). Image VAEs also get `modes-<split>.png` for a mixture posterior
     (SIWAE Fig. C.6) and `posterior-<split>.png` for a 2-D latent (`vaelab.viz.posterior_pictures`)."""
     out = Path(out) if out else run.path
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, create=True)
     torch.manual_seed(seed)
     if predicts_labels(run.model):
         return latent_pictures(run, out, seed, split)
