@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vaelab.models import LinearGaussian
@@ -26,3 +28,36 @@ def set_encoder(model: LinearGaussian, var_scale: float = 1.0, mean_shift: float
         head.weight[:D] = gain
         head.bias[:D] = -gain @ model.bias.detach() + mean_shift
         head.bias[D:] = torch.log(var_scale * torch.diagonal(cov))
+
+
+class SharedCovarianceGaussian(torch.distributions.Distribution):
+    """N(loc_b, L L^T) for means `loc` `[B, D]` sharing one Cholesky factor `scale_tril` `[D, D]` (a proposal
+    around the linear-Gaussian posterior, whose covariance is the same for every x): draws loc + eps L^T and
+    densities by one triangular solve, where torch's MultivariateNormal would broadcast L over every draw."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor) -> None:
+        self.loc, self.scale_tril = loc, scale_tril
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        eps = torch.randn(*sample_shape, *self.loc.shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + eps @ self.scale_tril.T
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        D = self.loc.shape[-1]
+        diff = (z - self.loc).reshape(-1, D)
+        eps = torch.linalg.solve_triangular(self.scale_tril, diff.T, upper=False).T.reshape(z.shape)
+        log_det = self.scale_tril.diagonal().log().sum()
+        return -0.5 * eps.square().sum(-1) - log_det - 0.5 * D * math.log(2 * math.pi)
+
+
+def inflated_posterior(model: LinearGaussian, x: torch.Tensor, scale: float) -> SharedCovarianceGaussian:
+    """The exact posterior p(z | x) with its covariance multiplied by `scale`, batch `[B]`: log w - log p(x) =
+    -(scale - 1) chi^2_D / 2 + (D / 2) log scale, so the weights are bounded for scale >= 1 and their spread
+    (ESS) is set by D and scale alone."""
+    with torch.no_grad():
+        post = model.exact_posterior(x)
+        return SharedCovarianceGaussian(post.loc, torch.linalg.cholesky(scale * post.covariance_matrix[0]))

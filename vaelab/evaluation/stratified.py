@@ -43,22 +43,24 @@ def stratified_log_likelihood(
     """SIWAE estimate of log p(x) `[B]` for one batch, `samples` draws in total (T = round(samples / K) per
     component, at least 1), from the encoder's q(z | x) or from `q` (batch `[B]`). Returns an `ISEstimate`: the
     estimate, the SELBO (sum_k alpha_k mean_t log w_tk) over the same draws, and the effective sample size
-    (sum v)^2 / sum v^2 of the weights v_tk = alpha_k w_tk."""
+    (sum v)^2 / sum v^2 of the weights v_tk = alpha_k w_tk; its delta-method se treats the T per-draw sums
+    u_t = sum_k v_tk as the iid terms (NaN at T = 1)."""
     q = model.posterior(x) if q is None else q
     K, B = components_of(q), x.shape[0]
     T = draws_per_component(samples, K)
     if isinstance(x, Tensor) and x.device.type == "cpu":
         max_elements = min(max_elements, CPU_CHUNK_ELEMENTS)
     chunk = max(1, min(T, max_elements // (K * B * _widest(model))))
-    lse, lse2, selbo_sum = [], [], 0.0
+    lse, lse2, term_lse2, selbo_sum = [], [], [], 0.0
     for start in range(0, T, chunk):
         draws = stratified_log_weights(model, x, min(chunk, T - start), q)
         log_w = draws.parts.log_w  # [t, K, B]
-        v = (log_w + draws.log_alpha).flatten(0, 1)
-        lse.append(torch.logsumexp(v, 0))
-        lse2.append(torch.logsumexp(2 * v, 0))
+        v = log_w + draws.log_alpha
+        lse.append(torch.logsumexp(v.flatten(0, 1), 0))
+        lse2.append(torch.logsumexp(2 * v.flatten(0, 1), 0))
+        term_lse2.append(torch.logsumexp(2 * torch.logsumexp(v, 1), 0))  # log sum_t u_t^2, u_t = sum_k v_tk
         selbo_sum = selbo_sum + (draws.log_alpha.exp() * log_w.sum(0)).sum(0)
-    return ISEstimate.from_chunks(lse, lse2, selbo_sum, T)
+    return ISEstimate.from_chunks(lse, lse2, selbo_sum, T, term_lse2)
 
 
 @torch.no_grad()
@@ -99,7 +101,7 @@ def stratified_summary(
     model, data, samples: int, batch_size: int = 100, max_elements: int = 2**24, progress: bool = True
 ) -> dict:
     """For a mixture posterior, the SIWAE evidence with `samples` draws in total per point (the paper's measure,
-    the same draw budget as the IS estimate) as `eval-<split>.json` fields: `siwae_log_likelihood` (+ `_se`),
+    the same draw budget as the IS estimate) as `eval-<split>.json` fields: `siwae_log_likelihood` (+ `_se`, `_mc_se`),
     `siwae_selbo`, `components`, `siwae_draws_per_component`. Empty for any other posterior."""
     device = next(model.parameters()).device
     q = model.posterior(data[:1].to(device))
@@ -108,7 +110,8 @@ def stratified_summary(
     est = evaluate_stratified_log_likelihood(model, data, samples, batch_size, max_elements, progress).summary()
     return {
         "siwae_log_likelihood": est["log_likelihood"],
-        "siwae_log_likelihood_se": est["log_likelihood_se"],
+        "siwae_log_likelihood_se": est["log_likelihood_se"],  # spread over the data points
+        "siwae_log_likelihood_mc_se": est["log_likelihood_mc_se"],  # Monte Carlo (delta method over the T draws)
         "siwae_selbo": est["elbo"],
         "components": q.components,
         "siwae_draws_per_component": draws_per_component(samples, q.components),

@@ -27,6 +27,17 @@ def logmeanexp(t: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(t, dim) - math.log(t.shape[dim])
 
 
+def delta_method_se(log_sum: Tensor, log_sum_sq: Tensor, n: int) -> Tensor:
+    """Delta-method standard error of log (1/n) sum_i u_i from n iid terms u_i > 0, given log sum u and log sum u^2
+    (any shape): se = sqrt(var^(u) / n) / mean^(u) = sqrt((n sum u^2 / (sum u)^2 - 1) / (n - 1)), var^ the unbiased
+    sample variance; computed in log space. It is at most 1 (all weight on one term), so it cannot report a larger
+    error however wrong the estimate is, and it rests on the sample variance of u: unreliable when few terms carry
+    the sum (low ESS = (sum u)^2 / sum u^2). NaN for n < 2."""
+    if n < 2:
+        return torch.full_like(log_sum, math.nan)
+    return torch.sqrt((n * torch.exp(log_sum_sq - 2 * log_sum) - 1).clamp(min=0) / (n - 1))
+
+
 @dataclass
 class LogWeights:
     """The three parts of log w for samples `[*S, B]`."""
