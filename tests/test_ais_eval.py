@@ -55,6 +55,7 @@ def test_presets_are_the_papers_protocols():
     assert betas.shape == (1000,) and betas[0] == 0 and betas[-1] == 1
     assert got.ais_kwargs(batch_size=7)["batch_size"] == 7 and got.ais_kwargs()["schedule"].shape == (1000,)
     assert got.gradient_evaluations(points=5) == 5 * 3 * 999 * 11
+    assert parse_ais_options(["cremer", "replicates=4"]).gradient_evaluations(points=5) == 4 * 5 * 100 * 499 * 11
 
 
 @pytest.mark.parametrize(
@@ -91,8 +92,10 @@ def test_evaluate_ais_writes_its_result_beside_the_is_result(run_dir, capsys):
     assert r["batch_size"] == 4  # --batch-size: points annealed together
     per = torch.load(run_dir / "eval-test-ais-per-example.pt", weights_only=True)
     ll, log_w = per["log_likelihood"], per["log_weights"]
-    assert ll.shape == (6,) and log_w.shape == (5, 6)
-    torch.testing.assert_close(ll, torch.logsumexp(log_w, 0) - math.log(5))
+    assert ll.shape == (6,) and log_w.shape == (1, 5, 6)  # [replicates, chains, points]
+    torch.testing.assert_close(ll, torch.logsumexp(log_w[0], 0) - math.log(5))
+    assert r["replicates"] == 1 and r["mc_se_method"] == "delta" and "in one run, which understates it" in out
+    assert r["log_likelihood_mc_se"] == r["log_likelihood_mc_se_delta"] < r["log_likelihood_se_data"]
     assert r["n"] == 6 and r["log_likelihood"] == pytest.approx(ll.mean().item(), rel=1e-6)
     assert r["log_likelihood_se"] == pytest.approx(ll.std().item() / math.sqrt(6), rel=1e-5)
     assert (
@@ -121,3 +124,75 @@ def test_ais_user_errors_are_one_line(run_dir, capsys, args, message):
     assert cli.main(["evaluate", str(run_dir), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_replicates_measure_the_spread_the_delta_method_misses():
+    """R independent AIS runs per point, annealed as one (`ais_replicates`). On an easy 2-D model every replicate's
+    estimate sits at its own point's exact log p(x) (the rows are not mixed up). At D = 50 from the prior (16
+    chains x 100 temperatures) the delta-method se within one run (~0.75, it cannot exceed 1) is less than half
+    the actual spread of the runs (1.3-3.6 nats), while the se from 8 replicates agrees with the spread of their
+    means (ratio of RMS se to the sd over 8 groups measured at 0.84-1.18 over 4 seeds). Neither sees the bias:
+    the runs' mean is nats below log p(x) (BDMC bounds that)."""
+    from helpers import linear_gaussian, set_encoder
+
+    from vaelab.mcmc import ais_replicates
+
+    torch.manual_seed(0)
+    easy = linear_gaussian(x_dim=4, latent_dim=2, sigma=0.8)
+    set_encoder(easy, var_scale=1.2)  # AIS from a q near the posterior: each estimate within 0.1 nat
+    x = easy.marginal().sample((5,)) * torch.tensor([0.5, 1.0, 1.5, 2.0, 2.5], dtype=torch.float64)[:, None]
+    exact = easy.exact_log_marginal(x).detach()
+    r = ais_replicates(easy, x, 3, chains=16, schedule=50, leapfrog_steps=3, init="posterior", progress=False)
+    assert r.estimates.shape == (3, 5) and r.log_weights.shape == (3, 16, 5) and exact.max() - exact.min() > 5
+    assert ((r.estimates - exact).abs() < 0.1).all(), r.estimates - exact
+    torch.testing.assert_close(r.estimates, torch.logsumexp(r.log_weights, 1) - math.log(16))
+    s = r.summary()
+    assert s["mc_se_method"] == "replicates" and s["replicates"] == 3
+    assert s["log_likelihood_mc_se"] == pytest.approx(float(r.estimates.mean(1).std() / math.sqrt(3)))
+
+    model = linear_gaussian(x_dim=8, latent_dim=50, sigma=0.8)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = model.marginal().sample((4,))
+    R, G = 64, 8
+    r = ais_replicates(model, x, R, chains=16, schedule=100, leapfrog_steps=5, progress=False)
+    runs_ = r.estimates  # [R, B]: independent single runs
+    spread = runs_.std(0)
+    delta = r.result.log_weight_se.reshape(4, R).T.mean(0)  # each run's own delta-method se, averaged
+    assert (delta < 0.5 * spread).all(), (delta, spread)
+    groups = runs_.reshape(G, R // G, 4)  # 8 experiments of 8 replicates each
+    replicate_se = groups.std(1) / math.sqrt(R // G)  # what each experiment reports [G, B]
+    actual = groups.mean(1).std(0)  # how much the experiments' estimates actually differ [B]
+    ratio = float(replicate_se.square().mean().sqrt() / actual.square().mean().sqrt())
+    assert 0.65 < ratio < 1.5, ratio
+    assert float((runs_.mean(0) - model.exact_log_marginal(x)).mean()) < -0.5  # the bias: a stochastic lower bound
+
+
+def test_evaluate_ais_replicates_and_bdmc(run_dir, capsys):
+    """`--ais ... replicates=3`: 3 runs per point, the Monte Carlo se from their spread (the per-example file's
+    log-weights `[3, C, B]` reproduce the JSON), named in the printed line. `--bdmc`: forward and reverse AIS on
+    points simulated from the model; the printed gap is upper minus lower, written to eval-bdmc.json."""
+    base = ["evaluate", str(run_dir), "--no-progress"]
+    ais_args = ["--ais", "cremer", "chains=3", "temps=10", "leapfrog=2", "replicates=3", "--subset", "4"]
+    assert cli.main([*base, *ais_args]) == 0
+    out = capsys.readouterr().out
+    assert "Monte Carlo se" in out and "from 3 replicates" in out and "se over data" in out
+    r = json.loads((run_dir / "eval-test-ais.json").read_text())
+    per = torch.load(run_dir / "eval-test-ais-per-example.pt", weights_only=True)
+    assert per["log_weights"].shape == (3, 3, 4) and per["replicate_se"].shape == (4,)
+    estimates = torch.logsumexp(per["log_weights"], 1) - math.log(3)  # [R, B]
+    torch.testing.assert_close(per["log_likelihood"], estimates.mean(0))
+    assert r["replicates"] == 3 and r["mc_se_method"] == "replicates" and r["n"] == 4
+    assert r["log_likelihood_mc_se"] == pytest.approx(float(estimates.mean(1).std() / math.sqrt(3)), rel=1e-5)
+    assert r["gradient_evaluations"] == 3 * 4 * 3 * 9 * 3
+
+    assert cli.main([*base, "--bdmc", "cremer", "chains=2", "temps=10", "leapfrog=2", "--subset", "5"]) == 0
+    out = capsys.readouterr().out
+    b = json.loads((run_dir / "eval-bdmc.json").read_text())
+    assert b["n"] == 5 and b["chains"] == 2 and b["data"] == "simulated from the model"
+    assert b["gap"] == pytest.approx(b["upper"] - b["lower"], abs=1e-3) and b["gap_se"] > 0  # float32 means
+    assert f"gap {b['gap']:.3f}" in out and "error bound of AIS with 2 chains x 10 temperatures" in out
+
+    assert cli.main([*base, "--ais", "cremer", "--bdmc"]) == 2
+    assert cli.main([*base, "--bdmc", "cremer", "replicates=2"]) == 2
+    assert "replicates" in capsys.readouterr().err

@@ -123,8 +123,14 @@ def _mismatch(result: dict | None, kind: str, n: int, protocol: Protocol) -> str
     if kind == "is":
         k = result.get("is_samples")
         return None if k == protocol.samples else f"made with IWAE-{k}, not IWAE-{protocol.samples}"
-    settings = _ais_settings()
-    differ = [f"{name}={result.get(name)}" for name in settings if result.get(name) != getattr(protocol.ais, name)]
+    from vaelab.mcmc.options import AISOptions
+
+    settings, defaults = _ais_settings(), AISOptions()  # a setting older files lack had its default value
+    differ = [
+        f"{name}={result.get(name)}"
+        for name in settings
+        if result.get(name, getattr(defaults, name)) != getattr(protocol.ais, name)
+    ]
     return f"made with other AIS settings ({', '.join(differ)})" if differ else None
 
 

@@ -32,11 +32,11 @@ from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
 from vaelab.data import load_dataset
 from vaelab.data.supervised import Supervised, SupervisedDataset, predicts_labels
-from vaelab.errors import DataError, RunDirError
+from vaelab.errors import ConfigError, DataError, RunDirError
 from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.generations import category_images, histograms_1d
-from vaelab.mcmc import ais
+from vaelab.mcmc import ais_replicates, bdmc, simulate
 from vaelab.mcmc.options import AISOptions
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.train import Trainer, latest_checkpoint
@@ -325,8 +325,10 @@ def evaluate(
     progress: bool = True,
     predictive_samples: int = 10_000,
 ) -> dict:
-    """IS log-likelihood (k = `samples`), ELBO and active units on a split; writes `eval-<split>.json`,
-    the per-example values (`eval-<split>-per-example.pt`) and their histogram (`loglik-<split>.png`).
+    """IS log-likelihood (k = `samples`), ELBO and active units on a split; writes `eval-<split>.json` (means with
+    their spread over data and Monte Carlo errors, ESS, non-finite counts: `ISEstimate.summary`), the per-example
+    values (`eval-<split>-per-example.pt`: log p^, ELBO, Monte Carlo se, ESS) and their histogram
+    (`loglik-<split>.png`).
     For a mixture posterior also the stratified SIWAE evidence from the same number of draws (`siwae_*`). For a
     VIB classifier (labelled data) the IS estimate is of its evidence log p(y) = log E_r[p(y | z)] (x enters
     only through the proposal q(z | x)), and `classify` adds accuracy and calibration of the posterior
@@ -351,7 +353,8 @@ def evaluate(
         else:
             result.update(stratified_summary(run.model, x, samples, batch_size, max_elements, progress))  # mixtures
         path = run.path / f"eval-{split}-per-example.pt"
-        torch.save({"log_likelihood": est.log_likelihood, "elbo": est.elbo}, path)
+        per_example = {"log_likelihood": est.log_likelihood, "elbo": est.elbo, "mc_se": est.mc_se, "ess": est.ess}
+        torch.save(per_example, path)
         save_histogram(
             est.log_likelihood,
             run.path / f"loglik-{split}.png",
@@ -377,10 +380,12 @@ def evaluate_ais(
     progress: bool = True,
 ) -> dict:
     """log p(x) by AIS (`vaelab.mcmc.ais` with `options`, e.g. a `vaelab.mcmc.options.PRESETS` entry) on a split,
-    `batch_size` points annealed together unless `options.batch_size` is set. Writes `eval-<split>-ais.json` (mean
-    and se over points of the per-point estimates log (1/C) sum_c w_c, ESS, acceptance, time) and the per-example
-    estimates and log-weights (`eval-<split>-ais-per-example.pt`) beside the IS result `eval-<split>.json`, whose
-    estimate is copied in when it covers the same examples."""
+    `batch_size` points annealed together unless `options.batch_size` is set, `options.replicates` independent runs
+    per point (`ais_replicates`). Writes `eval-<split>-ais.json` (the mean over points of the per-point estimates,
+    each the mean over replicates of log (1/C) sum_c w_c; its spread over data and its Monte Carlo se, from the
+    replicates when R > 1, else the delta method: `ReplicatedAIS.summary`; ESS, acceptance, time) and the per-example
+    estimates, their replicate se and the log-weights `[R, C, B]` (`eval-<split>-ais-per-example.pt`) beside the IS
+    result `eval-<split>.json`, whose estimate is copied in when it covers the same examples."""
     check_writable(run.path)
     x = _data(run, split, subset)
     if not torch.is_tensor(x):
@@ -388,10 +393,13 @@ def evaluate_ais(
     options = replace(options, batch_size=options.batch_size or batch_size)
     torch.manual_seed(run.cfg.seed + 2)
     start = time.perf_counter()
-    est = ais(run.model, x.to(run.device), progress=progress, **options.ais_kwargs())
+    kwargs = options.ais_kwargs()
+    batch = kwargs.pop("batch_size")
+    replicated = ais_replicates(run.model, x.to(run.device), options.replicates, batch, progress=progress, **kwargs)
+    est = replicated.result  # every replicate's chains
     seconds = time.perf_counter() - start
     result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options)}
-    result.update(est.summary())
+    result.update(replicated.summary())
     result.update(
         {
             "bits_per_dim": -result["log_likelihood"] / (math.prod(run.model.event_shape) * math.log(2)),
@@ -409,8 +417,44 @@ def evaluate_ais(
     if is_result.get("n") == result["n"] and "log_likelihood" in is_result:  # same split, same first n examples
         result["is_log_likelihood"], result["is_samples"] = is_result["log_likelihood"], is_result.get("is_samples")
     (run.path / f"eval-{split}-ais.json").write_text(json.dumps(result, indent=2) + "\n")
-    per_example = {"log_likelihood": est.log_likelihood.cpu(), "log_weights": est.log_weights.cpu()}
+    per_example = {
+        "log_likelihood": replicated.log_likelihood.cpu(),
+        "replicate_se": replicated.replicate_se.cpu(),
+        "log_weights": replicated.log_weights.cpu(),
+    }
     torch.save(per_example, run.path / f"eval-{split}-ais-per-example.pt")
+    return result
+
+
+def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = True) -> dict:
+    """BDMC (`vaelab.mcmc.bdmc`): n points simulated from the model (z* ~ p(z), x ~ p(x | z*)), forward AIS with
+    `options` (a stochastic lower bound of log p(x)) and reverse AIS from z* (an upper bound). Their gap, upper
+    minus lower, bounds the error of forward AIS with these settings on data like the simulated ones (not
+    necessarily on the real data). Writes `eval-bdmc.json`: the bounds' means over points, the gap (mean and se
+    over points), the single-chain gap, the options, time."""
+    check_writable(run.path)
+    if n < 1:
+        raise DataError(f"BDMC needs at least one simulated point, got --subset {n}")
+    if options.replicates != 1:
+        raise ConfigError("BDMC runs one forward and one reverse AIS per point: drop replicates= (the gap bounds it)")
+    torch.manual_seed(run.cfg.seed + 3)
+    start = time.perf_counter()
+    x, z_star = simulate(run.model, n)
+    kwargs = options.ais_kwargs(batch_size=100)
+    r = bdmc(run.model, x, z_star, progress=progress, **kwargs)
+    gap = r.gap
+    result = {"method": "bdmc", "data": "simulated from the model", "dataset": run.dataset.name, **asdict(options)}
+    result.update(r.summary())
+    result.update(
+        {
+            "gap_se": float(gap.std() / math.sqrt(n)) if n > 1 else math.nan,
+            "gap_max": float(gap.max()),
+            "acceptance_mean": float(r.forward.acceptance.mean()),
+            "gradient_evaluations": 2 * options.gradient_evaluations(n),
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    (run.path / "eval-bdmc.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

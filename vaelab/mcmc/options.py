@@ -33,6 +33,8 @@ class AISOptions:
 
     `temps` is the number T of inverse temperatures beta_0 = 0 < ... < beta_{T-1} = 1 (T - 1 HMC transitions of
     `leapfrog` steps each); `batch_size` the data points annealed together (None: all at once, or the caller's).
+    `replicates` R independent runs per point (`vaelab.mcmc.ais.ais_replicates`, annealed together): the estimate is
+    their mean and its Monte Carlo error their spread; the delta method within one run (R = 1) understates it.
     """
 
     chains: int = 16
@@ -47,6 +49,7 @@ class AISOptions:
     jitter: float = 0.2
     pilot_chains: int = 0
     batch_size: int | None = None
+    replicates: int = 1
 
     def __post_init__(self) -> None:
         checks = [
@@ -62,6 +65,7 @@ class AISOptions:
             ("jitter", 0 <= self.jitter < 1, "must be in [0, 1)"),
             ("pilot_chains", self.pilot_chains >= 0, "must be >= 0"),
             ("batch_size", self.batch_size is None or self.batch_size >= 1, "must be >= 1"),
+            ("replicates", self.replicates >= 1, "(independent runs per point) must be >= 1"),
         ]
         for name, ok, message in checks:
             if not ok:
@@ -72,8 +76,8 @@ class AISOptions:
         return make_schedule(self.schedule, self.temps)
 
     def ais_kwargs(self, batch_size: int | None = None) -> dict[str, Any]:
-        """Keyword arguments for `vaelab.mcmc.ais(model, x, **kwargs)`; `batch_size` is used when the options
-        set none."""
+        """Keyword arguments for `vaelab.mcmc.ais(model, x, **kwargs)` (`replicates` is `ais_replicates`'s own
+        argument); `batch_size` is used when the options set none."""
         return {
             "chains": self.chains,
             "schedule": self.betas(),
@@ -90,8 +94,8 @@ class AISOptions:
 
     def gradient_evaluations(self, points: int) -> int:
         """grad_z log f evaluations for `points` data points: per chain and transition, `leapfrog` in the
-        trajectory plus one at its start (log f changes with beta); the pilot chains' too."""
-        return points * (self.chains + self.pilot_chains) * (self.temps - 1) * (self.leapfrog + 1)
+        trajectory plus one at its start (log f changes with beta); the pilot chains' too; every replicate's."""
+        return self.replicates * points * (self.chains + self.pilot_chains) * (self.temps - 1) * (self.leapfrog + 1)
 
 
 PRESETS: dict[str, AISOptions] = {
