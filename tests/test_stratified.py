@@ -176,10 +176,26 @@ def _quadrature_grid(lo: float, hi: float, n: int) -> tuple[torch.Tensor, torch.
     return z, w
 
 
-def test_selbo_and_siwae1_expectations_match_quadrature_in_1d():
-    """1-D latent, K = 2: E[SELBO-T] is the mixture ELBO int q (log p(x, z) - log q) dz (1-D quadrature), and
-    E[SIWAE-1] = int int q_1(z1) q_2(z2) log(a_1 w(z1) + a_2 w(z2)) dz1 dz2 (2-D quadrature): both computed
-    independently of the estimator, and matched by the Monte Carlo means within 4 se."""
+def _quadrature_1d(model, x, q):
+    """Exact values for a 1-D latent and a K = 2 mixture q, by quadrature independent of the estimators: the
+    mixture ELBO int q (log p(x, z) - log q), E[SIWAE-1] = int int q_1(z1) q_2(z2) log(a_1 w(z1) + a_2 w(z2)), and
+    the PPD objective's large-T limit log int q p(x|z) - KL(q || r)."""
+    z, w = _quadrature_grid(-9.0, 9.0, 3001)
+    zz = z.reshape(-1, 1, 1)
+    q_z = q.log_prob(zz).exp()[:, 0]
+    log_w = model.log_joint(x, zz) - q.log_prob(zz)  # [N, 1]
+    elbo_exact = (w * q_z * log_w[:, 0]).sum()
+    comp = q.component_distribution.log_prob(z.reshape(-1, 1, 1, 1)).exp()[:, 0]  # [N, 2]
+    v = q.log_weights.exp()[0].log() + log_w  # [N, 2] log(a_k w(z)), by the grid point
+    siwae1 = torch.logaddexp(v[:, 0].unsqueeze(1), v[:, 1].unsqueeze(0))  # [N (z1), N (z2)]
+    siwae1_exact = torch.einsum("i,j,ij->", w * comp[:, 0], w * comp[:, 1], siwae1)
+    predictive = (w * q_z * model.log_likelihood(x, zz)[:, 0].exp()).sum().log()
+    kl = (w * q_z * (q.log_prob(zz) - model.prior.log_prob(zz))[:, 0]).sum()
+    return elbo_exact, siwae1_exact, predictive - kl
+
+
+def _one_d_mixture(reps: int = 1):
+    """The 1-D linear-Gaussian model, one data point and a K = 2 mixture q (batch `[reps]`, the point repeated)."""
     torch.manual_seed(0)
     model = linear_gaussian(x_dim=2, latent_dim=1, sigma=0.6)
     x = model.marginal().sample((1,))
@@ -187,17 +203,17 @@ def test_selbo_and_siwae1_expectations_match_quadrature_in_1d():
     log_scale = torch.tensor([[[-0.4], [-0.9]]], dtype=F64)
     logits = torch.tensor([[0.2, -0.3]], dtype=F64)
     q = _diag_mixture(logits, loc, log_scale)
-    z, w = _quadrature_grid(-9.0, 9.0, 3001)
-    log_w = model.log_joint(x, z.reshape(-1, 1, 1)) - q.log_prob(z.reshape(-1, 1, 1))  # [N, 1]
-    elbo_exact = (w * q.log_prob(z.reshape(-1, 1, 1)).exp()[:, 0] * log_w[:, 0]).sum()
-    comp = q.component_distribution.log_prob(z.reshape(-1, 1, 1, 1)).exp()[:, 0]  # [N, 2]
-    a = q.log_weights.exp()[0]
-    v = a.log() + log_w  # [N, 2] log(a_k w(z)), by the grid point
-    siwae1 = torch.logaddexp(v[:, 0].unsqueeze(1), v[:, 1].unsqueeze(0))  # [N (z1), N (z2)]
-    siwae1_exact = torch.einsum("i,j,ij->", w * comp[:, 0], w * comp[:, 1], siwae1)
-
-    reps = 20000
     qr = _diag_mixture(logits.expand(reps, 2), loc.expand(reps, 2, 1), log_scale.expand(reps, 2, 1))
+    return model, x, q, qr
+
+
+def test_selbo_and_siwae1_expectations_match_quadrature_in_1d():
+    """1-D latent, K = 2: E[SELBO-T] is the mixture ELBO int q (log p(x, z) - log q) dz (1-D quadrature), and
+    E[SIWAE-1] = int int q_1(z1) q_2(z2) log(a_1 w(z1) + a_2 w(z2)) dz1 dz2 (2-D quadrature): both computed
+    independently of the estimator, and matched by the Monte Carlo means within 4 se."""
+    reps = 20000
+    model, x, q, qr = _one_d_mixture(reps)
+    elbo_exact, siwae1_exact, _ = _quadrature_1d(model, x, q)
     for T in (1, 3):
         d = stratified_log_weights(model, x.expand(reps, 2), T, qr)
         est = selbo(d.log_alpha, d.parts.log_w)
@@ -206,6 +222,70 @@ def test_selbo_and_siwae1_expectations_match_quadrature_in_1d():
     est = siwae(d.log_alpha, d.parts.log_w)
     assert abs(est.mean() - siwae1_exact) < 4 * est.std() / math.sqrt(reps), (est.mean(), siwae1_exact)
     assert siwae1_exact > elbo_exact + 0.02  # the two quantities differ: the test tells them apart
+
+
+def _brute_force(parts, log_alpha, beta: float, lam: float) -> tuple[list[float], list[float], list[float]]:
+    """SELBO, SIWAE and PPD per point by explicit sums over t and k of Python floats, from the log-weight parts
+    `[T, K, B]` and log alpha `[K, B]` with annealed weights log p(x|z) + beta (log p(z) - lam log q)."""
+    T, K, B = parts.log_likelihood.shape
+    out = [], [], []
+    for b in range(B):
+        a = [math.exp(float(log_alpha[k, b])) for k in range(K)]
+        lik = [[float(parts.log_likelihood[t, k, b]) for k in range(K)] for t in range(T)]
+        ratio = [
+            [beta * float(parts.log_prior[t, k, b] - lam * parts.log_q[t, k, b]) for k in range(K)] for t in range(T)
+        ]
+        log_w = [[lik[t][k] + ratio[t][k] for k in range(K)] for t in range(T)]
+        out[0].append(sum(a[k] * sum(log_w[t][k] for t in range(T)) / T for k in range(K)))
+        out[1].append(math.log(sum(a[k] * math.exp(log_w[t][k]) for t in range(T) for k in range(K)) / T))
+        predictive = math.log(sum(a[k] * sum(math.exp(lik[t][k]) for t in range(T)) / T for k in range(K)))
+        out[2].append(predictive + sum(a[k] * sum(ratio[t][k] for t in range(T)) / T for k in range(K)))
+    return out
+
+
+@pytest.mark.parametrize(("beta", "lam"), [(1.0, 1.0), (0.3, 0.5)])
+def test_ciwae_and_ppd_values_against_brute_force_sums(beta, lam):
+    """C-IWAE = c SELBO + (1 - c) SIWAE and PPD = log sum_k alpha_k (1/T) sum_t p(x|z_tk) + beta sum_k alpha_k (1/T)
+    sum_t (log p(z_tk) - lam log q(z_tk)) on the objectives' own draws (seeded), against loops over t and k."""
+    from vaelab.objectives.stratified import CIWAE, PPD
+
+    model = linear_gaussian(x_dim=4, latent_dim=2, sigma=0.7)
+    x = model.marginal().sample((3,))
+    mixture = lambda _x: _shifted_mixture(model, x)  # noqa: E731
+    model.posterior = mixture
+    for objective in (CIWAE(samples=4, elbo_weight=0.3), PPD(samples=4)):
+        torch.manual_seed(11)
+        with torch.no_grad():
+            got = objective(model, x, beta, lam)
+        torch.manual_seed(11)
+        with torch.no_grad():
+            d = stratified_log_weights(model, x, 4, mixture(x))
+        s_elbo, s_iwae, ppd = _brute_force(d.parts, d.log_alpha, beta, lam)
+        want = [0.3 * a + 0.7 * b for a, b in zip(s_elbo, s_iwae, strict=True)] if isinstance(objective, CIWAE) else ppd
+        torch.testing.assert_close(got, torch.tensor(want, dtype=F64), rtol=0, atol=1e-10)
+
+
+def test_ciwae_and_ppd_expectations_match_quadrature_in_1d():
+    """In 1-D with K = 2: E[C-IWAE-1] = c ELBO + (1 - c) E[SIWAE-1] (both by quadrature) within 4 se, and PPD with T =
+    2000 draws per component reaches its limit log E_q p(x|z) - KL(q || r) (quadrature) within 4 se plus its bias
+    var / (2 n mean^2), n = T K; the PPD limit differs from both bounds, so the test tells them apart."""
+    from vaelab.objectives.stratified import CIWAE, PPD
+
+    reps = 20000
+    model, x, q, qr = _one_d_mixture(reps)
+    elbo_exact, siwae1_exact, ppd_limit = _quadrature_1d(model, x, q)
+    model.posterior = lambda _x: qr
+    with torch.no_grad():
+        est = CIWAE(samples=1, elbo_weight=0.4)(model, x.expand(reps, 2))
+    exact = 0.4 * elbo_exact + 0.6 * siwae1_exact
+    assert abs(est.mean() - exact) < 4 * est.std() / math.sqrt(reps), (est.mean(), exact)
+    reps = 50
+    model, x, q, qr = _one_d_mixture(reps)
+    model.posterior = lambda _x: qr
+    with torch.no_grad():
+        est = PPD(samples=2000)(model, x.expand(reps, 2))
+    assert abs(est.mean() - ppd_limit) < 4 * est.std() / math.sqrt(reps) + 0.005, (est.mean(), ppd_limit)
+    assert min(abs(ppd_limit - elbo_exact), abs(ppd_limit - siwae1_exact)) > 0.05
 
 
 # --- gradients ----------------------------------------------------------------------------------------------------
@@ -543,6 +623,7 @@ def test_toy_experiment_writes_its_tables_and_figures(tmp_path):
         assert (tmp_path / name).is_file(), name
     import json
 
+    assert "paper grad. variance (not comparable)" in (tmp_path / "results.md").read_text()
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"siwae", "selbo", "score_function"}
     for r in results.values():
