@@ -11,7 +11,13 @@ SIWAE), score_function (100 ancestral draws), and stl_siwae / stl_selbo (app. C.
 Measured, per estimator: the final model's evidence by a stratified SIWAE estimate with `eval.is_samples`
 draws per point (the paper: 10^6) on `eval.split` (the 1,000 training points), next to the exact log p(x);
 the gradient variance (see `gradient_variance`) and a 1,000-draw SIWAE evidence every `train.validate_every`
-epochs. The final weights are used (not the best-validation ones: the estimators' validation values are
+epochs. The paper's gradient variances (1.16, 0.48, 261.4) are printed beside ours but are not comparable: its text
+(sec. 4.1, "average elementwise variance", "empirical variance", "while training") does not say over what the
+variance is taken (Monte Carlo draws at fixed weights and batch, as here, or successive training steps, which adds
+the minibatch noise and the drift of the weights), for which loss scaling (a sum instead of a mean over the batch
+of 32 multiplies it by 32^2; over SELBO's 100 draws, by 100^2), or for which parameters; `NOT_COMPARABLE` is the
+note the table carries.
+The final weights are used (not the best-validation ones: the estimators' validation values are
 different quantities). Writes into DIR (default runs/<config name>-toy): one run directory per estimator
 (config, metrics.jsonl with `grad_variance` and `siwae_evidence` columns, checkpoints, eval-<split>.json),
 `results.json`, `results.md`, `posterior.png` (Figure 2: at x = (1, 1), draws from q and from the implicit
@@ -49,6 +55,12 @@ METHODS: dict[str, dict] = {
 }
 PAPER = {"siwae": -1.505, "selbo": -2.024, "score_function": -2.038, "stl_siwae": -1.505, "stl_selbo": -2.026}
 PAPER_GRAD_VARIANCE = {"siwae": 1.16, "selbo": 0.48, "score_function": 261.4}
+NOT_COMPARABLE = (
+    "The paper's gradient variances are not comparable with ours: its text does not say over what the variance is "
+    "taken (ours: Monte Carlo draws at fixed weights and a fixed batch of 32, gradient of the batch-mean loss with "
+    "respect to q's parameters, averaged over entries and over the probes), nor the loss scaling or the parameters. "
+    "Only the ordering (score function >> SIWAE > SELBO) can be compared."
+)
 PROBE_BATCH, PROBE_REPLICATES, PROBE_EVIDENCE_SAMPLES = 32, 32, 1000
 POINT = (1.0, 1.0)
 IW_PROPOSALS = 40  # the implicit posterior of SIWAE's training bound: T = 10 draws from each of K = 4 components
@@ -60,7 +72,8 @@ def encoder_parameters(model) -> list[Tensor]:
 
 
 def gradient_variance(model, objective, x, replicates: int = PROBE_REPLICATES) -> float:
-    """Average elementwise variance of the gradient estimator (SIWAE sec. 4.1, "average elementwise variance"):
+    """Average elementwise variance of the gradient estimator (our reading of SIWAE sec. 4.1's "average elementwise
+    variance", which the paper does not define further: not comparable with its numbers, see `NOT_COMPARABLE`):
     `replicates` independent estimates of the gradient of the batch loss -mean_b objective(x_b) with respect to
     q's parameters, at the current weights and fixed batch `x` `[B, ...]`; the unbiased variance over the
     replicates of every gradient entry, averaged over entries. The replicates are one batched forward pass
@@ -218,7 +231,7 @@ def results_table(results: dict[str, dict], cfg: Config) -> str:
         f"exact E log p(x) = {any_r['exact_log_likelihood']:.4f}.",
         "",
         "| estimator | SIWAE evidence | gap to exact | SELBO (same draws) | effective components | "
-        "grad. variance (mean over probes) | paper evidence | paper grad. variance |",
+        "grad. variance (mean over probes) | paper evidence | paper grad. variance (not comparable) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m, r in results.items():
@@ -228,6 +241,7 @@ def results_table(results: dict[str, dict], cfg: Config) -> str:
             f"{r['effective_components']:.2f} | {r['grad_variance_mean']:.4g} | {PAPER.get(m, '-')} | "
             f"{PAPER_GRAD_VARIANCE.get(m, '-')} |"
         )
+    lines += ["", NOT_COMPARABLE]
     return "\n".join(lines) + "\n"
 
 
