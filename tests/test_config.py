@@ -34,7 +34,7 @@ def test_overrides_are_read_as_yaml_and_validated():
     [
         ({"trian": {}}, "unknown config key 'trian' (did you mean 'train'?)"),
         ({"train": {"epocs": 3}}, "unknown config key 'train.epocs' (did you mean 'epochs'?)"),
-        ({"train": {"epochs": "many"}}, "train.epochs must be a int"),
+        ({"train": {"epochs": "many"}}, "train.epochs must be an int"),
         ({"model": {"prior": {}}}, "model.prior needs a 'type' key"),
         ({"data": 3}, "data must be a mapping"),
     ],

@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from vaelab.config import yaml_number
 from vaelab.errors import ConfigError
 
 T = TypeVar("T")
@@ -49,27 +50,53 @@ class Registry(Generic[T]):
         """Call builder `name` with the user's `options` plus those `context` values it accepts (the
         library supplies e.g. `latent_dim`, `event_shape`). Unknown options raise `ConfigError`."""
         builder = self.get(name)
-        options = dict(options or {})
-        check_options(builder, options, f"{self.kind} {name!r}", reserved=context)
+        options = check_options(builder, dict(options or {}), f"{self.kind} {name!r}", reserved=context)
         params = inspect.signature(builder).parameters
         takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         context = {k: v for k, v in context.items() if takes_all or k in params}
         return builder(**context, **options)
 
 
-def check_options(fn: Callable[..., Any], options: dict[str, Any], what: str, reserved: dict | None = None) -> None:
-    """Raise `ConfigError` if `options` holds a key that `fn` does not take (or one the library sets)."""
+def check_options(
+    fn: Callable[..., Any], options: dict[str, Any], what: str, reserved: dict | None = None
+) -> dict[str, Any]:
+    """`options` with strings that spell numbers ("1e6": YAML 1.1 reads it as a string) read as the numbers that
+    `fn`'s annotations or defaults ask for (whole floats as ints); `ConfigError` if a key is one `fn` does not take
+    (or one the library sets), or a value that must be a number (an integer) is none."""
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
+        return options
     allowed = [n for n in params if n not in (reserved or {})]
-    for key in options:
+    out = dict(options)
+    for key, value in options.items():
         if key in (reserved or {}):
             raise ConfigError(f"option {key!r} of {what} is set by vaelab itself; remove it from the config")
         if key not in allowed:
             hint = difflib.get_close_matches(key, allowed, n=1)
             did = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(f"unknown option {key!r} for {what}{did}; valid options: {', '.join(allowed)}")
+        kind = _numeric_kind(params[key])
+        if kind is not None and isinstance(value, (str, float)):
+            number = yaml_number(value)
+            if isinstance(number, str):
+                raise ConfigError(f"option {key!r} of {what} must be a number, got {value!r}")
+            if kind is int and not number.is_integer():
+                raise ConfigError(f"option {key!r} of {what} must be a whole number, got {value!r}")
+            out[key] = int(number) if kind is int else number
+    return out
+
+
+def _numeric_kind(param: inspect.Parameter) -> type | None:
+    """`int` or `float` if the parameter takes a number and no string (by its annotation, else its default)."""
+    note = param.annotation
+    if note is inspect.Parameter.empty:
+        default = param.default
+        return type(default) if type(default) in (int, float) else None
+    text = note if isinstance(note, str) else getattr(note, "__name__", str(note))
+    kinds = {part.strip() for part in text.replace("Optional[", "").replace("]", "").split("|")}
+    if kinds & {"str", "Any", "typing.Any"}:
+        return None
+    return float if "float" in kinds else int if "int" in kinds else None
 
 
 NETWORKS: Registry = Registry("network")

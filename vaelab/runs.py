@@ -51,10 +51,26 @@ from vaelab.viz import (
 from vaelab.viz.posterior_pictures import save_posterior_pictures
 
 
+def available_devices() -> list[str]:
+    """The devices of this machine that torch can use: cpu, then cuda:0 ... and mps where present."""
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    mps = getattr(torch.backends, "mps", None)
+    return found + (["mps"] if mps is not None and mps.is_available() else [])
+
+
 def resolve_device(name: str) -> torch.device:
+    """The device `name` (auto: cuda if there is one, else cpu), or `ConfigError` naming this machine's devices."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    found = available_devices()
+    if dev is not None and (dev.type == "cpu" or f"{dev.type}:{dev.index or 0}" in found or dev.type in found):
+        return dev
+    why = " (this torch build has no CUDA)" if name.startswith("cuda") and not torch.backends.cuda.is_built() else ""
+    raise ConfigError(f"device {name!r} is not available{why}; this machine has: {', '.join(found)} (or auto)")
 
 
 RUN_FILES = ("metrics.jsonl", "checkpoints", "best.safetensors", "provenance.json")  # written only by a run

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from vaelab.config import Config, ModelConfig, load_config
+from vaelab.config import Config, ModelConfig, load_config, yaml_number
 from vaelab.errors import ConfigError
 from vaelab.viz.curves import Panel, save_curve_grid
 
@@ -73,7 +73,7 @@ def parse_axis(text: str) -> Axis:
     sections = {f.name for f in dataclasses.fields(Config)}
     if key.split(".")[0] not in sections and key.split(".")[0] in {f.name for f in dataclasses.fields(ModelConfig)}:
         key = f"model.{key}"
-    values = [_number_or_value(yaml.safe_load(v)) for v in raw.split(",") if v.strip()]
+    values = [yaml_number(yaml.safe_load(v)) for v in raw.split(",") if v.strip()]
     if not values:
         raise ConfigError(f"--grid {key}: give at least one value")
     return Axis(key, values)
@@ -99,16 +99,6 @@ def reference_results(references: dict[str, Path], split: str) -> dict[str, dict
             )
         out[label] = {"run": str(run_dir), **_numbers(json.loads(path.read_text()))}
     return out
-
-
-def _number_or_value(v: Any) -> Any:
-    """YAML 1.1 reads '1e-3' as a string; read it as the number it is."""
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    return v
 
 
 def _value_text(v: Any) -> str:

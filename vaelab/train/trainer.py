@@ -110,6 +110,7 @@ class Trainer:
         if self.world > 1:
             self.module = nn.parallel.DistributedDataParallel(self.module)
         self.optimizer = build_optimizer(cfg, model, self.objective)
+        lr_factor(cfg.train.lr_schedule, 0)  # a bad schedule fails now, before the run directory is written
         self.state = TrainState()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
