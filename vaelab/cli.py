@@ -10,9 +10,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from vaelab.argtypes import nonnegative_int, positive_int
 from vaelab.errors import TrainingDiverged, UserError
 
 EPILOG = "Docs and examples: README.md. Every option can also be set in the YAML config."
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (`vaelab CMD: error: ...`), without the usage text."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -21,7 +29,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vaelab", description="Latent variable models with rich posteriors and priors.", epilog=EPILOG
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -68,9 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
     e.add_argument("--split", default=None, help="train, valid or test (default: the config's eval.split)")
-    e.add_argument("--samples", type=int, default=None, help="importance samples per point (default: config, 5000)")
-    e.add_argument("--subset", type=int, default=None, help="evaluate only the first N examples of the split")
-    e.add_argument("--batch-size", type=int, default=None, help="data points per batch (default: config)")
+    e.add_argument("--samples", type=positive_int, help="importance samples per point (default: config, 5000)")
+    e.add_argument("--subset", type=positive_int, help="evaluate only the first N examples of the split")
+    e.add_argument("--batch-size", type=positive_int, help="data points per batch (default: config)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)")
     e.add_argument(
         "--ais",
@@ -109,10 +117,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     s.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
-    s.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
+    s.add_argument("--n", type=positive_int, default=100, help="number of samples (default: 100)")
     s.add_argument(
         "--cluster",
-        type=int,
+        type=nonnegative_int,
         metavar="K",
         help="CP-VAE only: draw every sample from category K (0-based), written to samples-cluster<K>.png",
     )
@@ -372,7 +380,10 @@ def _cmd_gaps(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a bad argument, already printed in one line (2)
+        return done.code if isinstance(done.code, int) else 2
     commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "datasets": _cmd_datasets}
     commands["gaps"] = _cmd_gaps
     commands["sweep"] = _cmd_sweep

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vaelab.argtypes import nonnegative_int, positive_float, positive_int
 from vaelab.config import GapsConfig
 from vaelab.errors import ConfigError
 
@@ -39,22 +40,22 @@ def add_parser(sub, add_common) -> None:
     )
     g.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by 'vaelab train'")
     g.add_argument("--split", help="train, valid or test (default: gaps.split, train as in the paper)")
-    g.add_argument("--subset", type=int, help="use the first N examples of the split (default: gaps.subset, 1000)")
+    g.add_argument("--subset", type=positive_int, help="the first N examples of the split (default: gaps.subset, 1000)")
     g.add_argument("--points", help="comma-separated example indices to use instead of the first --subset")
     g.add_argument(
         "--families", help="comma-separated local families ffg, flow, full_covariance (the trained one is added)"
     )
     g.add_argument("--init", choices=["prior", "encoder"], help="start q* at the prior (paper) or the encoder's q")
-    g.add_argument("--samples", type=int, help="Monte Carlo samples of each optimisation step's ELBO (paper: 100)")
-    g.add_argument("--lr", type=float, help="Adam learning rate of the local optimisation (paper: 1e-3)")
-    g.add_argument("--check-every", type=int, help="steps per window of the stopping rule (paper: 100)")
-    g.add_argument("--patience", type=int, help="windows without improvement before a point stops (paper: 10)")
-    g.add_argument("--max-steps", type=int, help="cap on optimisation steps per point (default: none)")
-    g.add_argument("--batch-size", type=int, help="data points optimised together as one tensor (memory)")
-    g.add_argument("--eval-samples", type=int, help="samples for L[q], L[q*] and the IWAE bound (paper: 5000)")
-    g.add_argument("--ais-chains", type=int, help="AIS chains per data point (paper: 100)")
-    g.add_argument("--ais-temperatures", type=int, help="AIS intermediate distributions; 0 skips AIS (paper: 500)")
-    g.add_argument("--ais-leapfrog", type=int, help="leapfrog steps per AIS transition (paper: 10)")
+    g.add_argument("--samples", type=positive_int, help="Monte Carlo samples of each step's ELBO (paper: 100)")
+    g.add_argument("--lr", type=positive_float, help="Adam learning rate of the local optimisation (paper: 1e-3)")
+    g.add_argument("--check-every", type=positive_int, help="steps per window of the stopping rule (paper: 100)")
+    g.add_argument("--patience", type=positive_int, help="windows without improvement before a point stops (paper: 10)")
+    g.add_argument("--max-steps", type=positive_int, help="cap on optimisation steps per point (default: none)")
+    g.add_argument("--batch-size", type=positive_int, help="data points optimised together as one tensor (memory)")
+    g.add_argument("--eval-samples", type=positive_int, help="samples for L[q], L[q*] and the IWAE bound (paper: 5000)")
+    g.add_argument("--ais-chains", type=positive_int, help="AIS chains per data point (paper: 100)")
+    g.add_argument("--ais-temperatures", type=nonnegative_int, help="AIS temperatures; 0 skips AIS (paper: 500)")
+    g.add_argument("--ais-leapfrog", type=positive_int, help="leapfrog steps per AIS transition (paper: 10)")
     g.add_argument(
         "--ais-init",
         choices=["q_star", "prior"],

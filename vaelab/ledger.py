@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from vaelab.argtypes import positive_int
 from vaelab.errors import ConfigError, RunDirError
 
 CATALOGUE = "ledger.yaml"
@@ -379,7 +380,7 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH", help="add: RUN_DIR CONFIG; verify: RESULT_DIR ...")
     p.add_argument("--results", default="results", help="the ledger directory (default: ./results)")
     p.add_argument("--checkpoint", action="store_true", help="add: ship the latest checkpoint (a run to resume)")
-    p.add_argument("--subset", type=int, default=None, help="verify: the first N test points (default: the run's)")
+    p.add_argument("--subset", type=positive_int, help="verify: the first N test points (default: the run's)")
     add_common(p)
 
 
@@ -397,8 +398,6 @@ def command(args) -> int:
     else:
         if not args.paths:
             raise ConfigError("usage: vaelab ledger verify RESULT_DIR [RESULT_DIR ...]")
-        if args.subset is not None and args.subset < 1:
-            raise ConfigError(f"--subset must be a positive number of points, got {args.subset}")
         for path in args.paths:
             r = verify(Path(path), args.subset, args.device, not args.no_progress)
             ok = abs(r["difference"]) <= max(3 * r["difference_se"], ROUND_OFF)
