@@ -27,5 +27,9 @@ class RunDirError(UserError):
     """A run directory that is missing, incomplete, or would be overwritten."""
 
 
+class CorruptRunFile(RunDirError):
+    """A run's weights or state file that fails its sha256, is truncated or cannot be parsed."""
+
+
 class TrainingDiverged(RuntimeError):
     """Non-finite losses or gradients persisted; the last good checkpoint is kept."""

@@ -341,14 +341,16 @@ def verify(result: Path, subset: int | None, device: str | None, progress: bool)
     import torch
 
     from vaelab import runs
+    from vaelab.train.checkpoint import digest_path
 
     shipped = torch.load(result / "eval-test-per-example.pt")["log_likelihood"]
     cfg = runs.read_run_config(result)
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "run"
         copy.mkdir()
-        for name in ("config.yaml", "best.safetensors"):
-            shutil.copy2(result / name, copy / name)
+        digest = digest_path(result / "best.safetensors")  # checked when the weights load, where one was shipped
+        for path in (result / "config.yaml", result / "best.safetensors", *([digest] if digest.is_file() else [])):
+            shutil.copy2(path, copy / path.name)
         run = runs.load_run(copy, "best", device)
         e = cfg.eval
         n = subset or int(shipped.numel())

@@ -32,7 +32,7 @@ from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
 from vaelab.data import load_dataset
 from vaelab.data.supervised import Supervised, SupervisedDataset, predicts_labels
-from vaelab.errors import ConfigError, DataError, RunDirError
+from vaelab.errors import ConfigError, CorruptRunFile, DataError, RunDirError
 from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.generations import category_images, histograms_1d
@@ -252,17 +252,24 @@ def build_run(cfg: Config, path: Path, device: str | None = None) -> Run:
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> Run:
     """Load a run's model with its `best` validation weights (falling back to the latest checkpoint) or
-    its `last` checkpoint."""
+    its `last` checkpoint. Weights that fail their sha256 or cannot be read are a `CorruptRunFile` saying what to
+    use instead."""
     cfg = read_run_config(run_dir)
     run = build_run(cfg, Path(run_dir), device)
     best = run.path / "best.safetensors"
     last = latest_checkpoint(run.path / "checkpoints")
     if checkpoint == "best" and best.is_file():
-        load_weights(run.model, best)
+        weights = best
+        instead = "use --checkpoint last (the latest checkpoint)" if last else "restore it from a copy of the run"
     elif last is not None:
-        load_weights(run.model, last / "model.safetensors")
+        weights = last / "model.safetensors"
+        instead = f"use --checkpoint best, or rewrite it with vaelab train --resume {run.path}"
     else:
         raise RunDirError(f"run {str(run.path)!r} has no saved weights yet; train it first")
+    try:
+        load_weights(run.model, weights)
+    except CorruptRunFile as err:
+        raise CorruptRunFile(f"{err}; {instead}") from None
     run.model.eval()
     return run
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vaelab.config import Config
-from vaelab.errors import RunDirError, TrainingDiverged
+from vaelab.errors import CorruptRunFile, RunDirError, TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.registry import OBJECTIVES
 from vaelab.train.burn_in import burn_in
@@ -127,24 +127,23 @@ class Trainer:
 
     # --- resume -----------------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Load the latest checkpoint if there is one (an unreadable one, e.g. truncated, falls back to the one
-        before, saying so), and drop metrics lines written after it (a run killed between its metrics line and
-        its checkpoint repeats that epoch, with the same numbers)."""
+        """Load the latest checkpoint if there is one (an unreadable one, failing its sha256 or truncated, falls back
+        to the one before, saying so; weights that do not fit the model are an error), and drop metrics lines
+        written after it (a run killed between its metrics line and its checkpoint repeats that epoch, with the
+        same numbers)."""
         found = checkpoints(self.ckpt_dir)
         ckpt = None
         for i, candidate in enumerate(found):
             try:
                 state = load_checkpoint(candidate, self.model, self.optimizer)
-            except Exception as err:  # a truncated or corrupt file: safetensors, pickle and torch errors alike
-                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            except CorruptRunFile as err:  # failed its sha256, truncated or damaged
                 if i + 1 == len(found):
                     raise RunDirError(
-                        f"no readable checkpoint in {self.ckpt_dir}; {candidate.name}: {reason}"
+                        f"no readable checkpoint in {self.ckpt_dir}; {candidate.name}: {err}; the run cannot go on: "
+                        "evaluate or sample its best weights, or train it anew (--overwrite moves it aside)"
                     ) from None
-                print(
-                    f"checkpoint {candidate} is unreadable ({reason}); resuming from {found[i + 1].name}",
-                    file=sys.stderr,
-                )
+                note = f"checkpoint {candidate} is unreadable ({err}); resuming from {found[i + 1].name}"
+                print(note, file=sys.stderr)
                 continue
             if "objective" in state:  # a stateful objective's state (AIWAE's adapted step sizes)
                 self.objective.load_state_dict(state.pop("objective"))

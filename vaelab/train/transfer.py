@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file
 from torch import nn
 
 from vaelab.errors import ConfigError, RunDirError
-from vaelab.train.checkpoint import latest_checkpoint
+from vaelab.train.checkpoint import latest_checkpoint, read_weights
 
 #: The modules of a VAE that make up the generative model p(x, z) = p(z) p(x | z).
 GENERATIVE_PARTS = ("prior", "decoder", "likelihood")
@@ -42,7 +41,7 @@ def run_weights(run_dir: str | Path) -> Path:
 def init_generative_from(model: nn.Module, run_dir: str | Path, parts: tuple[str, ...] = GENERATIVE_PARTS) -> list[str]:
     """Copy the tensors of `parts` (default: the generative model) from the run in `run_dir` into `model`.
     Every such tensor must exist there with the same shape. Returns the names copied."""
-    source = load_file(str(run_weights(run_dir)))
+    source = read_weights(run_weights(run_dir))  # checked against its sha256
     own = model.state_dict()
     wanted = [k for k in own if k.split(".", 1)[0] in parts]
     for k in wanted:
