@@ -41,6 +41,7 @@ from vaelab.mcmc.options import AISOptions
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.train import Trainer, latest_checkpoint
 from vaelab.train.checkpoint import atomic_write_text, load_weights
+from vaelab.train.trainer import finite_weights
 from vaelab.viz import (
     save_histogram,
     save_image_grid,
@@ -518,6 +519,11 @@ def sample(
     `samples-cluster<k>.png`; scalar data get `samples-histogram.png` instead (`vaelab.generations`), 2-D data a
     scatter plot of data and samples (`samples.png`). Image VAEs also get `modes-<split>.png` for a mixture posterior
     (SIWAE Fig. C.6) and `posterior-<split>.png` for a 2-D latent (`vaelab.viz.posterior_pictures`)."""
+    if not finite_weights(run.model):
+        raise RunDirError(
+            f"the weights of {run.path} hold NaN or Inf values (the run diverged): nothing to draw; retrain it with a "
+            "lower train.lr or a train.grad_clip"
+        )
     out = Path(out) if out else run.path
     check_writable(out, create=True)
     torch.manual_seed(seed)

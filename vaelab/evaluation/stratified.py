@@ -10,6 +10,8 @@ mixture (K = 1) it is the plain IS estimate. Draws are made in chunks of T so me
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -85,15 +87,20 @@ def evaluate_stratified_log_likelihood(
 def implicit_posterior_sample(model, x, n: int, samples: int) -> Tensor:
     """n independent draws `[n, B, D]` from the implicit importance-weighted posterior q_IW (Cremer et al. 2017;
     SIWAE Fig. 2) with `samples` stratified proposals (T = samples / K per component): for each draw, fresh
-    proposals z_tk and one of them picked with probability proportional to alpha_k w_tk."""
+    proposals z_tk and one of them picked with probability proportional to alpha_k w_tk. NaN weights are never
+    picked; a draw whose proposals have no finite weight (log p(x, z) = -inf or NaN at all of them) is NaN."""
     B = x.shape[0]
     q = model.posterior(x[torch.arange(B, device=x.device).repeat(n)])  # batch [n * B]
     T = draws_per_component(samples, components_of(q))
     draws = stratified_log_weights(model, x[torch.arange(B, device=x.device).repeat(n)], T, q)
     v = (draws.parts.log_w + draws.log_alpha).flatten(0, 1)  # [T*K, n*B]
-    pick = torch.multinomial(torch.softmax(v, 0).T, 1).squeeze(-1)  # [n*B]
+    v = v.masked_fill(v.isnan(), -math.inf)
+    defined = v.isfinite().any(0) & ~(v == math.inf).any(0)  # some finite weight, none infinite
+    probs = torch.softmax(torch.where(defined, v, 0.0), 0)  # undefined points: any proposal, replaced by NaN below
+    pick = torch.multinomial(probs.T, 1).squeeze(-1)  # [n*B]
     z = draws.z.flatten(0, 1)  # [T*K, n*B, D]
-    return z[pick, torch.arange(z.shape[1], device=z.device)].reshape(n, B, -1)
+    chosen = z[pick, torch.arange(z.shape[1], device=z.device)]
+    return chosen.masked_fill(~defined[:, None], math.nan).reshape(n, B, -1)
 
 
 @torch.no_grad()

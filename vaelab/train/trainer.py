@@ -89,6 +89,11 @@ def grad_sum(params) -> Tensor:
     return torch.stack([t.to(device) for t in sums]).sum()
 
 
+def finite_weights(model: nn.Module) -> bool:
+    """Whether every parameter of `model` is finite (no NaN or Inf)."""
+    return all(bool(p.detach().isfinite().all()) for p in model.parameters())
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -243,7 +248,7 @@ class Trainer:
 
     def _check_finite(self, epoch: int, valid: float | None = None) -> None:
         """Raise `TrainingDiverged` if a weight or the validation loss is NaN/Inf (nothing after could recover)."""
-        if not all(bool(p.detach().isfinite().all()) for p in self.model.parameters()):
+        if not finite_weights(self.model):
             raise self._diverged(epoch, "the weights became NaN/Inf")
         if valid is not None and not math.isfinite(valid):
             raise self._diverged(epoch, f"the validation loss is {valid}")

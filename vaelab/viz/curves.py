@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +26,35 @@ class Panel:
     xticks: Sequence[float] | None = None
 
 
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):  # None, or not a number
+        return False
+
+
 def _draw(ax, p: Panel) -> None:
+    """Draw panel `p` on `ax`. Points and levels that are NaN, +-Inf or missing cannot be drawn: they are left out
+    and counted in the legend; a log axis is used only when some value drawn on it is positive."""
+    xs, ys = [], []
     for label, (x, y) in p.series.items():
-        ax.plot(list(x), list(y), marker="o", markersize=3, linewidth=1.2, label=label)
+        pairs = list(zip(x, y, strict=True))
+        kept = [(float(a), float(b)) for a, b in pairs if _finite(a) and _finite(b)]
+        left_out = f" ({len(pairs) - len(kept)} NaN/Inf not shown)" if len(kept) < len(pairs) else ""
+        ax.plot([a for a, _ in kept], [b for _, b in kept], marker="o", markersize=3, linewidth=1.2,
+                label=label + left_out)  # fmt: skip
+        xs += [a for a, _ in kept]
+        ys += [b for _, b in kept]
     styles = ["--", ":", "-.", (0, (5, 1))]
     for i, (label, level) in enumerate(p.hlines.items()):
-        ax.axhline(level, color="k", linestyle=styles[i % len(styles)], linewidth=1, label=label)
-    if p.logy:
+        if _finite(level):
+            ax.axhline(level, color="k", linestyle=styles[i % len(styles)], linewidth=1, label=label)
+            ys.append(float(level))
+        else:
+            ax.plot([], [], " ", label=f"{label}: {level} (not shown)")
+    if p.logy and any(v > 0 for v in ys):
         ax.set_yscale("log")
-    if p.logx:
+    if p.logx and any(v > 0 for v in xs):
         ax.set_xscale("log")
     if p.xticks is not None:
         ax.set_xticks(list(p.xticks), [f"{v:g}" for v in p.xticks])

@@ -22,7 +22,7 @@ def save_posterior_panels(
     """A grid of panels, `panels[row][column]` = samples `[N, 2]` (rows: e.g. q and its importance-weighted
     version; columns: models, or inputs), each over the contours of `log_density` (`[M, 2] -> [M]` float64, e.g.
     the exact log p(z | x) up to a constant; or a dict `column -> callable`, one density per column) on the
-    square [-extent, extent]^2."""
+    square [-extent, extent]^2. NaN draws are not drawn, nor contours of a density that is nowhere finite."""
     plt = pyplot()
 
     cols = list(next(iter(panels.values())))
@@ -36,13 +36,15 @@ def save_posterior_panels(
     for r, (row, entries) in enumerate(panels.items()):
         for c, name in enumerate(cols):
             ax, z = axes[r][c], entries[name].detach().cpu()
-            if name in dens:
-                ax.contour(ticks.numpy(), ticks.numpy(), dens[name].numpy(), levels=6, colors="0.55", linewidths=0.7)
+            d = dens.get(name)
+            drawable = d is not None and d.isfinite().any() and d[d.isfinite()].max() > d[d.isfinite()].min()
+            if drawable:  # else (NaN, or -inf everywhere, e.g. log p(x | z) = -inf) no contours
+                ax.contour(ticks.numpy(), ticks.numpy(), d.numpy(), levels=6, colors="0.55", linewidths=0.7)
             ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), s=2, alpha=0.35, color="#c44e52", linewidths=0)
             ax.set_xlim(-extent, extent)
             ax.set_ylim(-extent, extent)
             ax.set_aspect("equal")
-            ax.set_title(f"{name}: {row}", fontsize=9)
+            ax.set_title(f"{name}: {row}" + ("" if drawable or d is None else " (density NaN/Inf)"), fontsize=9)
             ax.set_xlabel("$z_1$")
         axes[r][0].set_ylabel("$z_2$")
     return save_figure(fig, path, title)

@@ -58,7 +58,8 @@ def save_latent_posteriors(
     xd = x.to(device)
     z_q = model.posterior(xd).sample((samples,)).cpu()  # [S, B, 2]
     z_iw = implicit_posterior_sample(model, xd, samples, proposals).cpu()
-    extent = float(torch.cat([z_q, z_iw]).abs().flatten(0, 1).quantile(0.995, 0).max().clamp_min(1.0)) * 1.15
+    spread = torch.cat([z_q, z_iw]).abs().flatten(0, 1).nanquantile(0.995, 0)  # NaN: a q_IW draw with no finite weight
+    extent = max(float(spread[spread.isfinite()].max()) if spread.isfinite().any() else 1.0, 1.0) * 1.15
     names = [f"input {i}" for i in range(x.shape[0])]
     panels = {
         "q(z|x)": {n: z_q[:, i] for i, n in enumerate(names)},
