@@ -20,3 +20,13 @@ os.environ.setdefault("VAELAB_DOWNLOAD", "0")  # tests never reach for the netwo
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch):
+    """The commands' output must not depend on the machine's load: no load-average warning (tests that check the
+    warning patch the load themselves), and the torch thread count restored after each test."""
+    monkeypatch.setattr("vaelab.threads.load_average", lambda: 0.0)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -25,6 +25,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, or auto (default: the config's, auto)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads for torch (default: the config's 'threads', else $OMP_NUM_THREADS, else 1: more threads "
+        "thrash when other jobs hold the cores; see README)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (logs stay)")
 
 
@@ -393,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if hasattr(args, "threads"):  # a command that computes
+            from vaelab.threads import start_command
+
+            start_command(args.threads)
         return commands[args.command](args)
     except (UserError, TrainingDiverged) as err:
         print(f"vaelab {args.command}: error: {err}", file=sys.stderr)

@@ -39,6 +39,7 @@ from vaelab.generations import category_images, histograms_1d
 from vaelab.mcmc import ais_replicates, bdmc, simulate
 from vaelab.mcmc.options import AISOptions
 from vaelab.models.cpvae import is_cpvae, reads_category
+from vaelab.threads import use_config_threads
 from vaelab.train import Trainer, latest_checkpoint
 from vaelab.train.checkpoint import atomic_write_text, load_weights
 from vaelab.train.trainer import finite_weights
@@ -240,7 +241,9 @@ class Run:
 
 
 def build_run(cfg: Config, path: Path, device: str | None = None) -> Run:
-    """Seed, load the dataset and build the model (deterministic initialisation from `cfg.seed`)."""
+    """Seed, load the dataset and build the model (deterministic initialisation from `cfg.seed`); use the config's
+    `threads` unless the command line set them (`vaelab.threads`)."""
+    use_config_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dev = resolve_device(device or cfg.device)
     dataset = load_dataset(cfg.data.name, path=cfg.data.path, seed=cfg.data.seed)
