@@ -28,7 +28,7 @@ from vaelab.data import load_dataset
 from vaelab.data.toy_mixture1d import MEANS, STD
 from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.distributions.gumbel_softmax import relaxed_one_hot
-from vaelab.errors import ConfigError, DatasetNotFound
+from vaelab.errors import ConfigError
 from vaelab.evaluation.clustering import clustering_accuracy, hungarian_accuracy, majority_accuracy
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c
 from vaelab.evaluation.gaps import measure_gaps
@@ -367,20 +367,13 @@ def grid_shape(n: int, rows: int | None = None, side: int = 28, scale: int = 3) 
     return (rows * (side + 1) + 1) * scale, (cols * (side + 1) + 1) * scale
 
 
-def need_mnist() -> None:
-    try:
-        load_dataset("mnist")
-    except DatasetNotFound as err:
-        pytest.skip(f"mnist not available here: {err}")
-
-
+@pytest.mark.needs_dataset("mnist")
 @pytest.mark.parametrize("decoder_input", ["z_and_c", "z"])
 def test_train_evaluate_and_sample_by_cluster(tmp_path, capsys, decoder_input):
     """A tiny MNIST run trains, evaluates (log p(x) stratified over c for p(x | z, c), else IS over z with c summed
     out of q and p) and samples by cluster."""
     import matplotlib.image
 
-    need_mnist()
     run_dir, pics = tmp_path / "cp", tmp_path / "pics"
     args = [*TINY_CP, "--set", f"model.options={{decoder_input: {decoder_input}}}", "--run-dir", str(run_dir)]
     assert main(["train", *args, "--no-progress"]) == 0
