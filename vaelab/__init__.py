@@ -1,8 +1,8 @@
 """vaelab: latent variable models with rich posteriors and priors, and honest measurement of how good they are.
 
-    >>> import vaelab
-    >>> vaelab.__version__
-    '0.1.0'
+>>> import vaelab
+>>> vaelab.__version__
+'0.1.0'
 """
 
 from importlib.metadata import PackageNotFoundError, version
