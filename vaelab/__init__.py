@@ -3,8 +3,13 @@
 >>> import vaelab
 >>> vaelab.__version__
 '0.1.0'
+
+The Python API (README "Library"): `load_dataset`, `VAE`, `fit`, `load`, `evaluate`, `ais`, `model_factory`, and
+the component classes (posterior families, priors, likelihoods, objectives), each of which `VAE` and `fit` also
+take by its registry name. They are imported on first use, so `import vaelab` stays cheap.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -12,4 +17,38 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+_POSTERIORS = ("PosteriorFamily", "DiagonalGaussian", "FullCovarianceGaussian", "GaussianMixture")
+_PRIORS = ("Prior", "StandardNormal", "MixtureOfGaussians", "VampPrior", "DistributionPrior")
+_LIKELIHOODS = ("Likelihood", "Bernoulli", "Gaussian", "Categorical", "DiscretizedLogisticLikelihood")
+_OBJECTIVES = ("Objective", "ELBO", "IWAE", "SIWAE", "AIWAE")
+
+#: public name -> the module that defines it (imported by `__getattr__` when the name is first used).
+_LAZY = {
+    "load_dataset": "vaelab.data",
+    "VAE": "vaelab.models.vae",
+    "fit": "vaelab.fitting",
+    "TensorData": "vaelab.fitting",
+    "load": "vaelab.recording",
+    "model_factory": "vaelab.recording",
+    "evaluate": "vaelab.measure",
+    "ais": "vaelab.measure",
+    "AuxiliaryFlowPosterior": "vaelab.posteriors",
+    **dict.fromkeys(_POSTERIORS, "vaelab.posteriors"),
+    **dict.fromkeys(_PRIORS, "vaelab.priors"),
+    **dict.fromkeys(_LIKELIHOODS, "vaelab.likelihoods"),
+    **dict.fromkeys(_OBJECTIVES, "vaelab.objectives"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'vaelab' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

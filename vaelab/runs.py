@@ -27,7 +27,6 @@ import torch
 import yaml
 from torch import nn
 
-from vaelab import provenance
 from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
 from vaelab.data import load_dataset
@@ -42,7 +41,7 @@ from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.threads import use_config_threads
 from vaelab.train import Trainer, latest_checkpoint
 from vaelab.train.checkpoint import atomic_write_text, load_weights
-from vaelab.train.trainer import finite_weights
+from vaelab.train.trainer import finite_weights, fit_with_provenance
 from vaelab.viz import (
     save_histogram,
     save_image_grid,
@@ -307,7 +306,7 @@ def train(
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     print(f"run directory: {run_dir}", file=sys.stderr)
     try:
-        _fit(trainer, run_dir)
+        fit_with_provenance(trainer)  # recording this session in the run's provenance file
     except Exception:
         if created is not None and latest_checkpoint(run_dir / "checkpoints") is None:
             created.undo()  # nothing worth keeping, and it would block the corrected command
@@ -317,24 +316,6 @@ def train(
         load_weights(run.model, best)
     run.model.eval()
     return run
-
-
-def _fit(trainer: Trainer, run_dir: Path) -> None:
-    """`trainer.fit()`, recording this session in the run's provenance file."""
-    session, first_epoch = provenance.start_session(run_dir, trainer.device), trainer.state.epoch
-    try:
-        trainer.fit()
-    finally:
-        if trainer.rank == 0:
-            st = trainer.state
-            provenance.finish_session(
-                run_dir,
-                session,
-                epochs=[first_epoch, st.epoch],
-                steps=st.step,
-                finished_training=st.finished,
-                stop_reason=st.stop_reason,
-            )
 
 
 def _data(run: Run, split: str, subset: int | None) -> torch.Tensor:

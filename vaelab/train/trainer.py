@@ -99,17 +99,26 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class Trainer:
-    """Trains `model` on `dataset` as `cfg` says, writing into `run_dir`. With `resuming`, a checkpoint in
-    `run_dir` will be loaded (`resume`), so `train.init_from` is skipped when there is one."""
+    """Trains `model` on `dataset` (`.split("train", epoch=e)`, `.split("valid")`: tensors `[N, *event]`) as `cfg`
+    says, writing into `run_dir`. With `resuming`, a checkpoint in `run_dir` will be loaded (`resume`), so
+    `train.init_from` is skipped when there is one. `objective`: an `Objective` object instead of the one
+    `cfg.objective` names (the Python API's `vaelab.fit`)."""
 
     def __init__(
-        self, cfg: Config, run_dir: Path, model: nn.Module, dataset, device: torch.device, resuming: bool = False
+        self,
+        cfg: Config,
+        run_dir: Path,
+        model: nn.Module,
+        dataset,
+        device: torch.device,
+        resuming: bool = False,
+        objective: Objective | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.model, self.dataset, self.device = cfg, Path(run_dir), model, dataset, device
         if cfg.train.init_from and not (resuming and latest_checkpoint(self.run_dir / "checkpoints") is not None):
             init_generative_from(model, cfg.train.init_from)  # e.g. a decoder kept fixed (Cremer et al. 5.2.1)
         freeze(model, cfg.train.freeze)  # before the optimiser and DDP see the parameters
-        self.objective = build_objective(cfg)
+        self.objective = build_objective(cfg) if objective is None else objective
         self.module: nn.Module = TrainingModule(model, self.objective)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         if self.world > 1:
@@ -323,6 +332,27 @@ class Trainer:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(k, v, row["epoch"])
+
+
+def fit_with_provenance(trainer: Trainer) -> TrainState:
+    """`trainer.fit()`, recording this session (machine, commit, epochs, steps) in the run's provenance file."""
+    from vaelab import provenance
+
+    run_dir = trainer.run_dir
+    session, first_epoch = provenance.start_session(run_dir, trainer.device), trainer.state.epoch
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.rank == 0:
+            st = trainer.state
+            provenance.finish_session(
+                run_dir,
+                session,
+                epochs=[first_epoch, st.epoch],
+                steps=st.step,
+                finished_training=st.finished,
+                stop_reason=st.stop_reason,
+            )
 
 
 def _read_jsonl(path: Path) -> list[dict]:

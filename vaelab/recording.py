@@ -1,0 +1,188 @@
+"""How `vaelab.fit` records a model built in Python, and `vaelab.load`, which rebuilds it in a fresh process.
+
+No pickle: `model.json` in the run directory names an importable callable, `module:qualname`, and the JSON
+arguments that rebuild the model, found in this order:
+
+1. `fit(..., factory=f)`: `f` itself (called with no arguments) or a `functools.partial(f, *args, **kwargs)`;
+2. the model was made by a function decorated with `@vaelab.model_factory` (which notes its arguments);
+3. the model's class, when it is importable and takes no required arguments.
+
+A model that none of these rebuilds (a class defined in `__main__` or a notebook, or a `VAE` assembled from
+parts) is recorded as such: `load` then needs a `template` (the same model, built again by the user), into which
+it loads the weights. The weights are the trainer's checksummed `best.safetensors` (`vaelab.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import nn
+
+from vaelab.errors import RunDirError
+
+RECORD = "model.json"
+FORMAT = "vaelab.model/1"
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def reference(obj: Any) -> str | None:
+    """`module:qualname` for a function or class another process can import (the same object), else None."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}:{qualname}" if found is obj or getattr(found, "__wrapped__", None) is obj else None
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """The object `module:qualname` names."""
+    module, qualname = ref.split(":")
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _json_args(args: tuple, kwargs: dict) -> dict | None:
+    try:
+        json.dumps([args, kwargs])
+    except (TypeError, ValueError):
+        return None
+    return {"args": list(args), "kwargs": dict(kwargs)}
+
+
+def model_factory(fn: F) -> F:
+    """Decorate a function that builds a model from JSON-able arguments, so that `vaelab.fit` records the call and
+    `vaelab.load` repeats it in a fresh process. The function must be importable (defined in a module).
+
+    >>> import vaelab
+    >>> from torch import nn
+    >>> @vaelab.model_factory
+    ... def small(width: int = 3) -> nn.Module:
+    ...     return nn.Linear(width, 1)
+    >>> small(width=4).vaelab_factory["kwargs"]
+    {'width': 4}
+    """
+
+    @functools.wraps(fn)
+    def build(*args: Any, **kwargs: Any) -> nn.Module:
+        model = fn(*args, **kwargs)
+        call = _json_args(args, kwargs)
+        if call is not None and isinstance(model, nn.Module):
+            model.vaelab_factory = {"factory": reference(build) or reference(fn), **call}
+        return model
+
+    return build  # type: ignore[return-value]
+
+
+def construction(model: nn.Module, factory: Callable[..., nn.Module] | None = None) -> dict:
+    """The `model.json` record of how to rebuild `model` (module docstring): `rebuild` is {"factory", "args",
+    "kwargs"}, or None with `why`."""
+    record: dict[str, Any] = {"format": FORMAT, "class": f"{type(model).__module__}:{type(model).__qualname__}"}
+    rebuild, why = None, ""
+    if factory is not None:
+        func, args, kwargs = factory, (), {}
+        if isinstance(factory, functools.partial):
+            func, args, kwargs = factory.func, factory.args, factory.keywords
+        ref, call = reference(func), _json_args(args, kwargs)
+        if ref is None or call is None:
+            raise RunDirError(
+                f"fit(factory=...) needs an importable function (defined in a module, not in __main__ or a notebook) "
+                f"with JSON arguments; {getattr(func, '__qualname__', func)!r} is not"
+            )
+        rebuild = {"factory": ref, **call}
+    elif getattr(model, "vaelab_factory", None) and model.vaelab_factory.get("factory"):
+        rebuild = dict(model.vaelab_factory)
+    else:
+        cls, ref = type(model), reference(type(model))
+        required = [
+            p.name
+            for p in inspect.signature(cls).parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if ref is None:
+            why = f"its class {record['class']} is defined where a fresh process cannot import it"
+        elif required:
+            why = f"its class {record['class']} needs arguments ({', '.join(required)}) that were not recorded"
+        else:
+            rebuild = {"factory": ref, "args": [], "kwargs": {}}
+    record["rebuild"] = rebuild
+    if why:
+        record["why"] = why
+    return record
+
+
+def write_record(run_dir: Path, model: nn.Module, cfg=None, factory: Callable[..., nn.Module] | None = None) -> None:
+    """Write `model.json` (and the training settings `cfg`, if given, as `fit.yaml`) into `run_dir`."""
+    from vaelab.train.checkpoint import atomic_write_text
+
+    atomic_write_text(run_dir / RECORD, json.dumps(construction(model, factory), indent=2) + "\n")
+    if cfg is not None:
+        atomic_write_text(run_dir / "fit.yaml", cfg.to_yaml())
+
+
+def _weights_file(run_dir: Path, checkpoint: str) -> Path:
+    from vaelab.train.checkpoint import latest_checkpoint
+
+    best, last = run_dir / "best.safetensors", latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint == "best" and best.is_file():
+        return best
+    if last is None:
+        raise RunDirError(f"run {str(run_dir)!r} has no saved weights yet; train it first")
+    return last / "model.safetensors"
+
+
+def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str = "best") -> nn.Module:
+    """The trained model of a run directory, in eval mode: a CLI run (`config.yaml`: `vaelab.runs.load_run`) or a
+    `vaelab.fit` run, rebuilt as its `model.json` says, or `template` (a model built as the trained one was) with the
+    run's weights loaded into it. `checkpoint`: "best" (validation) weights or the "last" checkpoint's.
+
+    >>> import vaelab
+    >>> model = vaelab.load("runs/my-run")  # doctest: +SKIP
+    >>> model = vaelab.load("runs/my-run", template=make_my_model())  # doctest: +SKIP
+    """
+    from vaelab.train.checkpoint import load_weights
+
+    path = Path(run_dir)
+    if (path / "config.yaml").is_file() and template is None:
+        from vaelab.runs import load_run
+
+        return load_run(path, checkpoint).model
+    if not (path / RECORD).is_file() and template is None:
+        raise RunDirError(f"{str(path)!r} is not a vaelab run directory (no config.yaml or {RECORD} in it)")
+    model = template
+    if model is None:
+        record = json.loads((path / RECORD).read_text())
+        rebuild = record.get("rebuild")
+        if rebuild is None:
+            raise RunDirError(
+                f"the model in {str(path)!r} cannot be rebuilt here: {record.get('why', 'nothing was recorded')}. "
+                "Build the same model again and pass it: vaelab.load(run_dir, template=model) loads the weights into "
+                "it; or train with a factory another process can import (fit(..., factory=f) or @vaelab.model_factory)"
+            )
+        try:
+            model = resolve(rebuild["factory"])(*rebuild["args"], **rebuild["kwargs"])
+        except (ImportError, AttributeError) as err:
+            raise RunDirError(
+                f"cannot import {rebuild['factory']} to rebuild the model in {str(path)!r}: {err}"
+            ) from None
+    weights = _weights_file(path, checkpoint)
+    try:
+        load_weights(model, weights)
+    except RunDirError as err:
+        fix = "the template must be the model that was trained" if template is not None else "the factory changed"
+        raise RunDirError(f"{err} ({fix})") from None
+    model.eval()
+    model.run_dir = path
+    return model
