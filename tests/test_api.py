@@ -244,10 +244,47 @@ def test_import_vaelab_is_cheap_and_names_resolve():
         vaelab.no_such_name  # noqa: B018
 
 
-@pytest.mark.parametrize("module", ["vaelab.measure", "vaelab.recording", "vaelab.fitting", "vaelab.models.vae"])
+MODULES = ["vaelab.measure", "vaelab.recording", "vaelab.fitting", "vaelab.models.vae", "vaelab.priors.distribution"]
+
+
+@pytest.mark.parametrize("module", [*MODULES, "vaelab.data.dataset"])
 def test_docstring_examples_run(module, tmp_path, monkeypatch):
     import importlib
 
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_load_a_cli_run_and_record_a_factory_given_to_fit(images, tmp_path):
+    from vaelab import runs
+    from vaelab.config import load_config
+
+    tiny = ["data.subset=100", "data.valid_subset=50", "model.latent_dim=2", "model.encoder={type: mlp, hidden: [8]}",
+            "model.decoder={type: mlp, hidden: [8]}", "train.progress=false", "train.epochs=1"]  # fmt: skip
+    trained = runs.train(load_config(None, tiny), tmp_path / "cli").model
+    same_weights(vaelab.load(tmp_path / "cli"), trained.state_dict())
+
+    import functools
+
+    from vaelab.recording import construction
+
+    record = construction(mlp_vae(), factory=functools.partial(conv_vae, latent_dim=4))
+    assert record["rebuild"] == {"factory": "test_api:conv_vae", "args": [], "kwargs": {"latent_dim": 4}}
+    with pytest.raises(RunDirError, match="importable function"):
+        construction(mlp_vae(), factory=lambda: mlp_vae())
+    model = vaelab.fit(conv_vae(width=2), vaelab.IWAE(samples=2), images[:50], epochs=1, run_dir=tmp_path / "o",
+                       progress=False)  # fmt: skip
+    assert json.loads((tmp_path / "o" / "model.json").read_text())["rebuild"]["kwargs"] == {"width": 2}
+    assert (model.run_dir / "fit.yaml").is_file()
+
+
+def test_the_readme_library_example_runs(tmp_path, monkeypatch):
+    text = (TESTS.parent / "README.md").read_text()
+    section = text[text.index("## Library") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n\n")]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {"__name__": "readme"}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102
+    same_weights(scope["again"], scope["model"].state_dict())
+    assert scope["result"]["n"] == 10 and (tmp_path / "runs" / "notebook" / "model.json").is_file()
