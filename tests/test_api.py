@@ -288,3 +288,14 @@ def test_the_readme_library_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102
     same_weights(scope["again"], scope["model"].state_dict())
     assert scope["result"]["n"] == 10 and (tmp_path / "runs" / "notebook" / "model.json").is_file()
+
+
+def test_the_built_parts_form_still_flattens_x():
+    from vaelab.build import build_model
+    from vaelab.config import load_config
+
+    built = build_model(load_config(None, ["model.latent_dim=2"]).model, EVENT)  # VAE(encoder, family, ...)
+    assert built.flatten and built.posterior(torch.zeros(3, *EVENT)).batch_shape == (3,)
+    flat = vaelab.VAE(nn.Linear(784, 8), "diagonal_gaussian", "standard_normal", nn.Linear(2, 784), "bernoulli", 2,
+                      EVENT, flatten=True)  # fmt: skip
+    assert flat.log_joint(torch.zeros(3, *EVENT), torch.zeros(4, 3, 2)).shape == (4, 3)

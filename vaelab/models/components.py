@@ -128,7 +128,7 @@ def resolve_parts(
         posterior = _build_named(POSTERIORS, posterior, in_features=width, latent_dim=latent_dim)
     elif not isinstance(posterior, nn.Module):
         raise ConfigError(f"the posterior must be a name or a module mapping features to a Distribution: {posterior!r}")
-    x = torch.zeros(2, *event_shape)
+    x = _like(encoder, torch.zeros(2, *event_shape))
     dim = _check_posterior(dry_run(Inference(encoder, posterior, flatten), x), 2)
     if latent_dim is not None and dim != latent_dim:
         raise ConfigError(f"the posterior's latent width is {dim} but latent_dim is {latent_dim}")

@@ -11,7 +11,8 @@ from vaelab.priors.base import Prior
 
 class DistributionPrior(Prior):
     """p(z) = `source` (a `Distribution` with event `[D]` and no batch shape) or `source()` (a module, so its
-    parameters train with the model, e.g. `zuko.flows.NSF(features=D)`).
+    parameters train with the model, e.g. `zuko.flows.NSF(features=D)`). A `Distribution`'s tensors are not the
+    module's, so `model.to(device)` does not move them: build it on the device, or use a module.
 
     >>> import torch
     >>> from torch.distributions import Independent, Normal
