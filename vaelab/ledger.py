@@ -36,6 +36,7 @@ from vaelab.errors import ConfigError, RunDirError
 
 CATALOGUE = "ledger.yaml"
 PROTOCOL_KEYS = ("eval.is_samples", "eval.subset", "eval.split")  # compared separately, as columns
+NOT_PROTOCOL = ("name", "threads", "device", "train.progress", "train.tensorboard", "gaps.")
 SKIP = ("checkpoints",)  # never shipped with a finished run
 ROUND_OFF = 1e-3  # nats: what another machine's float round-off may change in a mean over the same draws
 
@@ -112,20 +113,22 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def config_deviations(run_config: dict, config_path: Path) -> list[str]:
-    """The keys where the run's resolved config differs from `config_path` at its full budget."""
-    from vaelab.config import load_config
+    """The keys where the run's resolved config differs from `config_path` at its full budget. Keys the run's
+    config lacks (added to the schema after it ran) take their defaults; settings that do not change the result
+    (`NOT_PROTOCOL`: progress bars, threads, device, the gaps command's options) are left out."""
+    from vaelab.config import config_from_dict, load_config
 
     try:
         budget = "full" if "full" in (yaml.safe_load(config_path.read_text()).get("budgets") or {}) else None
         protocol = _flatten(load_config(config_path, budget=budget).to_dict())
+        ran = _flatten(config_from_dict(run_config).to_dict())
     except (OSError, ConfigError) as err:
         return [f"config {config_path} cannot be read ({err})"]
-    ran = _flatten(run_config)
     keys = sorted(set(protocol) | set(ran))
     return [
         f"{k} = {ran.get(k)!r} (protocol {protocol.get(k)!r})"
         for k in keys
-        if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith(("train.progress", "name"))
+        if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith(NOT_PROTOCOL)
     ]
 
 
