@@ -322,6 +322,7 @@ def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False) -> 
             if last is None:
                 raise RunDirError(f"{str(run_dir)!r} has no checkpoint to ship")
             shutil.copytree(last, tmp / "run" / "checkpoints" / last.name)
+            (tmp / "run" / "checkpoints" / "latest").write_text(last.name + "\n")
         dest.parent.mkdir(parents=True, exist_ok=True)
         old = dest.with_name(dest.name + ".old")
         if dest.exists():
