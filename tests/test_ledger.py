@@ -102,8 +102,10 @@ def test_add_in_flight_ships_only_the_latest_checkpoint(repo, tmp_path):
     results.mkdir()
     shutil.copytree(repo / "configs", tmp_path / "configs")
     vaelab("ledger", "add", str(repo / "run"), "configs/g/tiny.yaml", "--results", str(results), "--checkpoint")
-    kept = [p.name for p in (results / "g" / "tiny" / "checkpoints").iterdir()]
-    assert kept == [max(p.name for p in (repo / "run" / "checkpoints").iterdir() if p.name.startswith("epoch"))]
+    shipped = results / "g" / "tiny" / "checkpoints"
+    newest = max(p.name for p in (repo / "run" / "checkpoints").iterdir() if p.name.startswith("epoch"))
+    assert sorted(p.name for p in shipped.iterdir()) == [newest, "latest"]
+    assert (shipped / "latest").read_text().strip() == newest
 
 
 def test_config_deviations_and_catalogue(repo):
