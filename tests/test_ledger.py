@@ -32,7 +32,8 @@ CATALOGUE = {
             "title": "Paper X, Table 1",
             "rows": [
                 {"row": "tiny VAE", "config": "configs/g/tiny.yaml", "value": -150.0, "tolerance": 0.5,
-                 "protocol": {"is_samples": 5000, "test_points": 10000}, "deviations": ["a known one"]},
+                 "protocol": {"is_samples": 5000, "test_points": 10000}, "deviations": ["a known one"],
+                 "notes": "an ablation said why"},
                 {"row": "not yet", "config": "configs/g/other.yaml", "value": -80.0, "projected": "3 h"},
             ],
         }
@@ -76,6 +77,7 @@ def test_add_build_verify(repo):
     assert "40 of 10000 test points" in line and "IS with k = 20 (protocol 5000)" in line
     assert "train.lr = 0.001 (protocol 0.0005)" in line, "a --set beyond the config is a named deviation"
     assert "a known one" in line
+    assert "- tiny VAE: an ablation said why" in text
     assert "| not yet | -80.00 | not run" in text
     assert "vaelab train configs/g/other.yaml --budget full --run-dir results/g/other" in text and "3 h" in text
 

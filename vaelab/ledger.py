@@ -59,6 +59,7 @@ class Row:
     deviations: list = field(default_factory=list)  # known, by hand: split differs, ...
     projected: str | None = None  # measured-throughput projection, for a row not yet run
     command: str | None = None  # how to fill the row (default: train the config at its full budget)
+    notes: str | None = None  # what was measured about the row (an ablation when it falls short), shown below
 
 
 def repo_root(results: Path) -> Path:
@@ -278,6 +279,10 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
                     "; ".join(s["deviations"]) or "none",
                 ]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        noted = [row for row in rows if row.notes]
+        if noted:
+            lines += ["", "Notes:", ""]
+            lines += [f"- {row.row}: {' '.join(row.notes.split())}" for row in noted]
         if pending:
             lines += ["", "Rows to fill:", ""]
             for row, s in pending:
