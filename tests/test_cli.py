@@ -55,9 +55,14 @@ def test_train_kill_resume_evaluate_sample(tmp_path):
     done = len(rows(killed)) if (killed / "metrics.jsonl").exists() else 0
     assert done < 30, "the run finished before it was killed; the test needs a longer run"
 
+    killed_session = json.loads((killed / "provenance.json").read_text())["sessions"]
+    assert len(killed_session) == 1 and killed_session[0]["finished"] is None  # the kill left its record
+    assert killed_session[0]["epochs"][1] >= 1 and killed_session[0]["wall_seconds"] > 0
     out = vaelab("train", "--resume", str(killed), "--no-progress")
     assert "log p(x)" in out.stdout
     assert rows(killed) == rows(full)  # identical numbers, epoch by epoch
+    sessions = json.loads((killed / "provenance.json").read_text())["sessions"]
+    assert [s["finished"] is None for s in sessions] == [True, False] and sessions[1]["finished_training"]
     resumed = json.loads((killed / "eval-test.json").read_text())
     assert resumed["log_likelihood"] == reference["log_likelihood"]
 

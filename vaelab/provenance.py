@@ -61,6 +61,7 @@ def start_session(run_dir: Path, device: torch.device) -> dict:
     """The entry for this invocation (not yet written)."""
     commit, dirty = git_commit()
     return {
+        "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "cwd": os.getcwd(),
         "commit": commit,
@@ -77,18 +78,25 @@ def start_session(run_dir: Path, device: torch.device) -> dict:
     }
 
 
-def finish_session(run_dir: Path, session: dict, **extra) -> None:
-    """Append `session`, with its wall time and `extra` (epochs, steps), to the run's provenance file."""
+def record_session(run_dir: Path, session: dict, finished: bool = False, **extra) -> None:
+    """Write `session` into the run's provenance file, replacing its earlier record (same `id`), with its wall
+    time so far and `extra` (epochs, steps). Called at every checkpoint (`finished` False: an entry a kill
+    leaves behind still says how far the session got) and once at its end."""
     entry = {k: v for k, v in session.items() if not k.startswith("_")}
-    entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z") if finished else None
     entry["wall_seconds"] = round(time.perf_counter() - session["_t0"], 1)
     entry.update(extra)
     path = Path(run_dir) / FILE
     data = read(run_dir)
-    data["sessions"].append(entry)
+    data["sessions"] = [s for s in data["sessions"] if s.get("id") != entry["id"]] + [entry]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def finish_session(run_dir: Path, session: dict, **extra) -> None:
+    """The session's final record."""
+    record_session(run_dir, session, finished=True, **extra)
 
 
 def read(run_dir: Path) -> dict:

@@ -18,6 +18,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._tb = None
+        self.on_checkpoint: Callable[[], None] = lambda: None  # hook: called on rank 0 after each checkpoint
 
     # --- data -------------------------------------------------------------------------------------------
     def train_data(self, epoch: int) -> Tensor:
@@ -318,6 +320,7 @@ class Trainer:
                     if hasattr(self.objective, "state_dict"):
                         state["objective"] = self.objective.state_dict()
                     save_checkpoint(self.ckpt_dir, st.epoch, self.model, self.optimizer, state)
+                    self.on_checkpoint()
             if stop:
                 break
         epochs.close()
@@ -340,19 +343,20 @@ def fit_with_provenance(trainer: Trainer) -> TrainState:
 
     run_dir = trainer.run_dir
     session, first_epoch = provenance.start_session(run_dir, trainer.device), trainer.state.epoch
+
+    def record(finished: bool = False) -> None:
+        st = trainer.state
+        provenance.record_session(
+            run_dir, session, finished, epochs=[first_epoch, st.epoch], steps=st.step,
+            finished_training=st.finished, stop_reason=st.stop_reason,
+        )  # fmt: skip
+
+    trainer.on_checkpoint = record  # after each checkpoint: a killed session's record says how far it got
     try:
         return trainer.fit()
     finally:
         if trainer.rank == 0:
-            st = trainer.state
-            provenance.finish_session(
-                run_dir,
-                session,
-                epochs=[first_epoch, st.epoch],
-                steps=st.step,
-                finished_training=st.finished,
-                stop_reason=st.stop_reason,
-            )
+            record(finished=True)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
