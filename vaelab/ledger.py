@@ -157,11 +157,9 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     eval_path = run / f"eval-{row.split}.json"
     if not (run / "config.yaml").is_file() or not eval_path.is_file():
         in_flight = (run / "checkpoints").is_dir()
-        why = (
-            "in flight: resume with `vaelab train --resume " + run.relative_to(root).as_posix() + "`"
-            if in_flight
-            else "not run"
-        )
+        if in_flight:  # a checkpoint shipped to go on from: resuming is the command that fills the row
+            fill = f"vaelab train --resume {run.relative_to(root).as_posix()}"
+        why = "in flight (checkpoint shipped)" if in_flight else "not run"
         out.update(status=why, fill=fill, projected=row.projected)
         if in_flight:
             metrics = _read_jsonl(run / "metrics.jsonl")
