@@ -189,7 +189,8 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
         out["epochs"] = f"{metrics[-1]['epoch']}" + (f" (best {best['epoch']})" if best else "")
     if sessions:
         last = sessions[-1]
-        out["wall"] = _hours(sum(s.get("wall_seconds") or s.get("training_seconds_to_checkpoint") or 0 for s in sessions))
+        seconds = [s.get("wall_seconds") or s.get("training_seconds_to_checkpoint") or 0 for s in sessions]
+        out["wall"] = _hours(sum(seconds))
         out["threads"] = ", ".join(sorted({str(s.get("threads")) for s in sessions}))
         out["commit"] = ", ".join(
             dict.fromkeys((s.get("commit") or "?")[:7] + ("+dirty" if s.get("dirty") else "") for s in sessions)
