@@ -133,23 +133,14 @@ def config_deviations(run_config: dict, config_path: Path) -> list[str]:
     ]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
 def _hours(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def row_status(row: Row, results: Path) -> dict[str, Any]:
     """Everything the README's line for `row` shows, read from `results/<mirror>/`."""
+    from vaelab.train.trainer import read_jsonl  # here: the command line's parser imports this module, not torch
+
     root = repo_root(results)
     run = result_dir(results, row.config)
     out: dict[str, Any] = {"row": row.row, "paper": row.value, "dir": run.relative_to(results).as_posix()}
@@ -162,7 +153,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
         why = "in flight (checkpoint shipped)" if in_flight else "not run"
         out.update(status=why, fill=fill, projected=row.projected)
         if in_flight:
-            metrics = _read_jsonl(run / "metrics.jsonl")
+            metrics = read_jsonl(run / "metrics.jsonl")
             out["epochs"] = metrics[-1]["epoch"] if metrics else 0
         return out
     result = json.loads(eval_path.read_text())
@@ -180,7 +171,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
         deviations.append(f"{out['test_points']} of {want_n} test points")
     if want_k and out["is_samples"] and out["is_samples"] != want_k:
         deviations.append(f"IS with k = {out['is_samples']} (protocol {want_k})")
-    metrics = _read_jsonl(run / "metrics.jsonl")
+    metrics = read_jsonl(run / "metrics.jsonl")
     sessions = (
         json.loads((run / "provenance.json").read_text())["sessions"] if (run / "provenance.json").is_file() else []
     )

@@ -166,7 +166,7 @@ class Trainer:
             self.state, ckpt = TrainState(**state), candidate
             break
         if self.metrics_path.is_file() and self.rank == 0:
-            kept = [row for row in _read_jsonl(self.metrics_path) if row["epoch"] <= self.state.epoch]
+            kept = [row for row in read_jsonl(self.metrics_path) if row["epoch"] <= self.state.epoch]
             self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         return ckpt is not None
 
@@ -359,9 +359,11 @@ def fit_with_provenance(trainer: Trainer) -> TrainState:
             record(finished=True)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The complete JSON lines of `path` (a line cut short by a kill is dropped)."""
+def read_jsonl(path: Path) -> list[dict]:
+    """The complete JSON lines of `path` (a line cut short by a kill is dropped; no file: none)."""
     rows = []
+    if not path.is_file():
+        return rows
     for line in path.read_text().splitlines():
         try:
             rows.append(json.loads(line))
