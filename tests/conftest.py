@@ -58,3 +58,23 @@ def _quiet_machine(monkeypatch):
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-epoch run on the bundled MNIST (test_run_safety's TINY), written with checksums; one per test module."""
+    from test_run_safety import TINY
+
+    from vaelab.cli import main
+
+    path = tmp_path_factory.mktemp("template") / "run"
+    assert main(["train", *TINY, "--run-dir", str(path)]) == 0
+    return path
+
+
+@pytest.fixture
+def good(trained, tmp_path):
+    """A fresh copy of the `trained` run, for a test that may damage it."""
+    import shutil
+
+    return Path(shutil.copytree(trained, tmp_path / "good"))

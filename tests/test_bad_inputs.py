@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import torch
 from test_run_safety import TINY, cli, snapshot
 
 from vaelab import runs
-from vaelab.cli import main
 from vaelab.config import load_config
 from vaelab.train import checkpoint
 from vaelab.train.checkpoint import atomic_write_text, save_weights
@@ -35,20 +33,6 @@ def one_error_line(code: int, err: list[str], command: str, *messages: str) -> b
         and all(m in last for m in messages)
         and not any("Traceback" in line for line in err)
     )
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A one-epoch run, written with checksums."""
-    path = tmp_path_factory.mktemp("template") / "run"
-    assert main(["train", *TINY, "--run-dir", str(path)]) == 0
-    return path
-
-
-@pytest.fixture
-def good(trained, tmp_path) -> Path:
-    """A fresh copy of the trained run."""
-    return Path(shutil.copytree(trained, tmp_path / "good"))
 
 
 def refused_and_kept(capsys, good: Path, argv: list[str], command: str, *messages: str) -> list[str]:

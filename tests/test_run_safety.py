@@ -4,7 +4,6 @@ read-only and corrupt files. The CLI runs in-process on a tiny slice of the bund
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -47,19 +46,6 @@ def snapshot(path: Path) -> dict[str, str]:
 def refused(code: int, err: list[str], message: str = "") -> bool:
     """Exit code 2 and one line of stderr naming the problem."""
     return code == 2 and len(err) == 1 and err[0].startswith("vaelab ") and message in err[0]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "run"
-    assert main(["train", *TINY, "--run-dir", str(path)]) == 0
-    return path
-
-
-@pytest.fixture
-def good(trained, tmp_path) -> Path:
-    """A fresh copy of a trained one-epoch run."""
-    return Path(shutil.copytree(trained, tmp_path / "good"))
 
 
 # --- --overwrite ------------------------------------------------------------------------------------------
