@@ -91,6 +91,16 @@ def test_lr_schedules():
     assert lr_factor(iwae, 3) == pytest.approx(10 ** (-1 / 7))
     assert lr_factor(iwae, 4) == pytest.approx(10 ** (-2 / 7))
     assert lr_factor(iwae, 3279) == pytest.approx(10 ** (-7 / 7))
+    per_step = {"type": "step", "every_steps": 15000, "gamma": 0.5}  # SIWAE app. D.3
+    assert [lr_factor(per_step, 3, s) for s in (0, 14999, 15000, 45000)] == [1.0, 1.0, 0.5, 0.125]
+
+
+@pytest.mark.parametrize(
+    "schedule", [{"type": "step"}, {"type": "step", "every": 10, "every_steps": 100}, {"type": "step", "every_steps": 0}]
+)
+def test_step_schedule_needs_one_positive_period(schedule):
+    with pytest.raises(ConfigError, match="every"):
+        lr_factor(schedule, 0)
 
 
 def dataset_event_shape(name: str) -> tuple[int, ...]:

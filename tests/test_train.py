@@ -132,3 +132,21 @@ def test_resume_before_the_first_checkpoint_starts_over_identically(tmp_path):
     (early / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0}\n{"epoch": 2, "tr')
     runs.train(cfg, early, resume=True)
     assert metric_rows(early) == metric_rows(tmp_path / "full")
+
+
+def test_per_step_learning_rate_schedule_halves_within_epochs(tmp_path):
+    """SIWAE app. D.3's schedule: lr * 0.5^(step // every_steps), applied before each optimizer step."""
+    cfg = tiny_config("train.epochs=2", "train.lr_schedule={type: step, every_steps: 4, gamma: 0.5}")
+    trainer = _trainer(cfg, runs.new_run_dir(cfg, tmp_path / "r"))
+    used, step = [], trainer.optimizer.step
+
+    def record(*args, **kwargs):
+        used.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = record
+    trainer.fit()
+    assert len(used) == 12  # 600 examples / batch 100, two epochs
+    assert used == pytest.approx([1e-3 * 0.5 ** (i // 4) for i in range(12)])
+    assert metric_rows(tmp_path / "r")[-1]["lr"] == pytest.approx(2.5e-4)
+

@@ -33,7 +33,7 @@ from vaelab.objectives import Objective, linear_ramp
 from vaelab.registry import OBJECTIVES
 from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from vaelab.train.lr_schedules import lr_factor
+from vaelab.train.lr_schedules import build_schedule
 from vaelab.train.optimizers import make_adam
 from vaelab.train.transfer import freeze, init_generative_from
 
@@ -125,7 +125,7 @@ class Trainer:
         if self.world > 1:
             self.module = nn.parallel.DistributedDataParallel(self.module)
         self.optimizer = build_optimizer(cfg, model, self.objective)
-        lr_factor(cfg.train.lr_schedule, 0)  # a bad schedule fails now, before the run directory is written
+        self._lr_schedule = build_schedule(cfg.train.lr_schedule)  # a bad one fails now, before the run dir is written
         self.state = TrainState()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
@@ -194,11 +194,16 @@ class Trainer:
         self.optimizer.step()
         return loss_value
 
-    def train_epoch(self, epoch: int) -> dict:
-        cfg = self.cfg
-        lr = cfg.train.lr * lr_factor(cfg.train.lr_schedule, epoch)
+    def _set_lr(self, epoch: int) -> float:
+        lr = self.cfg.train.lr * self._lr_schedule(epoch, self.state.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        lr = self._set_lr(epoch)
+        per_step = getattr(self._lr_schedule, "per_step", False)
         beta, entropy_weight = self._weights(epoch)
         if hasattr(self.objective, "set_epoch"):  # an objective's own per-epoch schedule (CP-VAE's temperature)
             self.objective.set_epoch(epoch)
@@ -218,6 +223,8 @@ class Trainer:
         )
         for i, b in enumerate(bar):
             x = data[order[b : b + bs]].to(self.device, non_blocking=True)
+            if per_step:
+                lr = self._set_lr(epoch)
             loss = self._step(x, beta, entropy_weight)
             self.state.step += 1
             if loss is None:
