@@ -38,8 +38,10 @@ from vaelab.data import (
     register,
     sources,
 )
+from vaelab.config import load_config
 from vaelab.data.dataset import binarize, build_dataset
 from vaelab.errors import ConfigError, CorruptFile, DataError, DatasetNotFound, UserError
+from vaelab.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +81,7 @@ def _isolated(monkeypatch, tmp_path):
 
 @functools.cache
 def _cached_load(name: str, seed: int = 0) -> Dataset | str:
-    path = DATA if DATA is not None and name != "fashion_mnist" else None
+    path = DATA if DATA is not None and not name.startswith("fashion_mnist") else None
     try:
         return load_dataset(name, path=path, seed=seed)
     except DatasetNotFound as e:
@@ -208,6 +210,7 @@ PINNED = {
     "mnist/valid": "4b36fdbf2163dc37",
     "mnist/test": "de4cfc1a1c76280a",
     "fashion_mnist/test": "4b0816eabad78e4c",
+    "fashion_mnist_threshold/test": "08ff2ce1d0c52ff4",
     "caltech101/train": "ce546039498917fc",
     "freyfaces/seed0/test": "b267f14feeec8c88",
 }
@@ -334,6 +337,44 @@ def test_static_binarization_ignores_seed():
         assert torch.equal(a.split(s), b.split(s))
         assert_binary(a.split(s))
     assert not torch.equal(a.split("valid"), a.split("test"))  # each split has its own fixed stream
+
+
+def test_fashion_threshold_is_cremer_et_al_binarization():
+    """Pixel k is 1 iff k/255 >= 0.5 (their loader's `d < 0.5 -> 0`), i.e. k >= 128; 55,000 / 5,000 split."""
+    levels = np.tile(np.arange(256, dtype=np.uint8), 4)[:784].reshape(1, 28, 28)
+    x_train = np.repeat(levels, 60000 // 100, axis=0).repeat(100, axis=0)[:60000]
+    arrays = {"x_train": x_train, "y_train": np.arange(60000) % 10, "x_test": levels, "y_test": np.zeros(1)}
+    built = catalog._build_fashion_threshold(arrays, None, seed=0)
+    assert {k: len(v) for k, v in built.pixels.items()} == {"train": 55000, "valid": 5000, "test": 1}
+    expected = (np.arange(256) >= 128).astype(np.uint8)
+    assert np.array_equal(built.pixels["test"].reshape(-1)[:256], expected)
+    assert np.array_equal(built.labels["valid"], np.arange(55000, 60000) % 10)
+
+
+def test_fashion_mnist_threshold_real_data():
+    ds, stochastic = need("fashion_mnist_threshold"), need("fashion_mnist")
+    assert ds.sizes == {"train": 55000, "valid": 5000, "test": 10000}
+    assert ds.binarization == "none" and ds.value_kind == "binary"
+    for s in ds.sizes:
+        assert_binary(ds.split(s))
+    assert torch.equal(ds.labels("test"), stochastic.labels("test"))  # the same images, in the same order
+    assert torch.equal(ds.labels("valid"), stochastic.labels("valid")[-5000:])
+    assert torch.equal(ds.split("test"), need("fashion_mnist_threshold", seed=3).split("test"))  # no randomness
+    assert float(ds.split("test").mean()) == pytest.approx(0.3153, abs=1e-4)  # P(k >= 128); Bernoulli: 0.2868
+    assert digest(ds.split("test")) == PINNED["fashion_mnist_threshold/test"]
+
+
+def test_mnist_60k_trains_on_all_training_images_and_refuses_early_stopping(tmp_path):
+    ds, held_out = need("mnist_60k"), need("mnist")
+    assert ds.sizes == {"train": 60000, "valid": 10000, "test": 10000} and not ds.valid_held_out
+    assert held_out.valid_held_out
+    assert torch.equal(ds.labels("train")[-10000:], ds.labels("valid"))  # valid is the last 10,000 of train
+    assert torch.equal(ds.labels("train")[:50000], held_out.labels("train"))
+    assert torch.equal(ds.labels("test"), held_out.labels("test"))
+    cfg = load_config(None, ["data.name=mnist_60k", "train.early_stopping=10"])
+    with pytest.raises(ConfigError, match="early stopping"):
+        Trainer(cfg, tmp_path / "r", torch.nn.Linear(1, 1), ds, torch.device("cpu"))
+    assert not (tmp_path / "r").exists()
 
 
 def test_fashion_mnist_found_in_debian_dir(monkeypatch, tmp_path):

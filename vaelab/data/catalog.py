@@ -19,6 +19,12 @@ Splits and randomness (all documented in ``Dataset.source`` too):
   10,000 (as VampPrior does), test = the 10,000 test images.
 * ``fashion_mnist`` is binarized statically: once at load, Bernoulli(k/255), fixed seed
   (``FIXED_BINARIZATION_SEED``), identical on every machine and for every ``seed``.
+* ``fashion_mnist_threshold``: Cremer et al.'s version (their loader, lxuechen/inference-suboptimality
+  ``Binarized_Fashion``): pixel = 1 iff k/255 >= 0.5 (k >= 128), no randomness; train = first 55,000 of the
+  training images, valid = the last 5,000, test = the 10,000 test images.
+* ``mnist_60k``: MNIST with dynamic binarization trained on all 60,000 training images (AIWAE sec. 5 and
+  xqding/AIWAE; Burda et al.'s IWAE protocol); valid = the last 10,000 of them, so it is *not* held out:
+  validation figures are training-set figures, and early stopping on it is refused.
 * ``caltech101``: Marlin's ``split1`` when its ``.mat`` is found anywhere; otherwise a random
   permutation of the full 8,671 images seeded with :data:`CALTECH_SPLIT_SEED` (independent of ``seed``)
   gives 4,100 / 2,264 / 2,307 — the same sizes, not the same images.
@@ -49,6 +55,7 @@ CALTECH_SPLIT_SEED = 20100101
 FREY_SPLIT_SIZES = (1565, 200, 200)
 CALTECH_SPLIT_SIZES = (4100, 2264, 2307)
 MNIST_VALID = 10000
+FASHION_THRESHOLD_VALID = 5000
 OMNIGLOT_VALID = 1345
 
 _MNIST_IDX_BASES = (
@@ -192,6 +199,26 @@ def _build_mnist(a: Arrays, v: Variant, seed: int) -> Built:
     b = _build_mnist_like(a, v, seed)
     b.note += f"; train binarized per epoch from (seed={seed}, epoch), valid/test binarized once with a fixed seed"
     return b
+
+
+def _build_mnist_60k(a: Arrays, v: Variant, seed: int) -> Built:
+    b = _build_mnist(a, v, seed)
+    b.pixels["train"] = a["x_train"][:, None]
+    b.labels["train"] = a["y_train"].astype(np.int64)
+    b.note = b.note.replace("train = first 50,000 of the training images", "train = all 60,000 training images")
+    b.note = b.note.replace("valid = last 10,000", "valid = last 10,000 of them (not held out)")
+    return b
+
+
+def _build_fashion_threshold(a: Arrays, v: Variant, seed: int) -> Built:
+    x, y, n = a["x_train"], a["y_train"].astype(np.int64), FASHION_THRESHOLD_VALID
+    binary = {k: (arr >= 128).astype(np.uint8)[:, None] for k, arr in (("train", x), ("test", a["x_test"]))}
+    return Built(
+        pixels={"train": binary["train"][:-n], "valid": binary["train"][-n:], "test": binary["test"]},
+        labels={"train": y[:-n], "valid": y[-n:], "test": a["y_test"].astype(np.int64)},
+        note="pixel = 1 iff k/255 >= 0.5 (Cremer et al.'s code); train = first 55,000 of the training images, "
+        "valid = last 5,000",
+    )
 
 
 def _build_fashion(a: Arrays, v: Variant, seed: int) -> Built:
@@ -565,5 +592,33 @@ MNIST_COLUMN = dataclasses.replace(
     build=_build_mnist_column,
 )
 
-for _spec in (MNIST_STATIC, MNIST, FASHION_MNIST, CALTECH101, FREYFACES, OMNIGLOT, MNIST_COLUMN):
+FASHION_MNIST_THRESHOLD = dataclasses.replace(
+    FASHION_MNIST,
+    name="fashion_mnist_threshold",
+    description="Fashion-MNIST thresholded at 0.5 (Cremer et al.'s code): 55,000/5,000/10,000, labels 0..9",
+    binarization="none",
+    build=_build_fashion_threshold,
+    split_sizes={"train": 55000, "valid": 5000, "test": 10000},
+)
+
+MNIST_60K = dataclasses.replace(
+    MNIST,
+    name="mnist_60k",
+    description="MNIST, dynamic binarization, train = all 60,000 (AIWAE); valid = last 10,000 of them (not held out)",
+    build=_build_mnist_60k,
+    split_sizes={"train": 60000, "valid": 10000, "test": 10000},
+    valid_held_out=False,
+)
+
+for _spec in (
+    MNIST_STATIC,
+    MNIST,
+    MNIST_60K,
+    FASHION_MNIST,
+    FASHION_MNIST_THRESHOLD,
+    CALTECH101,
+    FREYFACES,
+    OMNIGLOT,
+    MNIST_COLUMN,
+):
     register(_spec, replace=True)

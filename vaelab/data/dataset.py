@@ -73,6 +73,7 @@ class Dataset:
         labels: dict[str, torch.Tensor | None],
         seed: int = 0,
         description: str = "",
+        valid_held_out: bool = True,
     ) -> None:
         self.name = name
         self.event_shape = tuple(event_shape)
@@ -81,6 +82,7 @@ class Dataset:
         self.source = source
         self.seed = seed
         self.description = description
+        self.valid_held_out = valid_held_out  # False: valid is part of train (monitoring only)
         self._pixels = pixels
         self._labels = labels
         self._float: dict[str, torch.Tensor] = {}
@@ -162,6 +164,7 @@ def build_dataset(spec: DatasetSpec | SyntheticSpec, built: Built, source: str, 
         labels,
         seed,
         spec.description,
+        getattr(spec, "valid_held_out", True),  # generated datasets always hold their valid split out
     )
 
 

@@ -98,7 +98,8 @@ class DatasetSpec:
     with a fixed seed) or ``"dynamic"`` (train re-binarized each epoch from (seed, epoch); valid/test
     binarized once with a fixed seed). ``build(arrays, variant, seed)`` makes the splits.
     ``system_dirs`` are extra directories searched after the user cache (e.g. a Debian package);
-    ``bundled`` names a file inside ``vaelab/data/bundled`` searched last.
+    ``bundled`` names a file inside ``vaelab/data/bundled`` searched last. ``valid_held_out`` is False when
+    the valid split is part of train (monitoring only: the trainer refuses early stopping on it).
     """
 
     name: str
@@ -112,6 +113,7 @@ class DatasetSpec:
     split_sizes: dict[str, int] = field(default_factory=dict)
     system_dirs: tuple[str, ...] = ()
     bundled: str | None = None
+    valid_held_out: bool = True
 
     @property
     def download_variant(self) -> Variant | None:

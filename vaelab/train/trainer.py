@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vaelab.config import Config
-from vaelab.errors import CorruptRunFile, RunDirError, TrainingDiverged
+from vaelab.errors import ConfigError, CorruptRunFile, RunDirError, TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.registry import OBJECTIVES
 from vaelab.train.burn_in import burn_in
@@ -116,6 +116,11 @@ class Trainer:
         objective: Objective | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.model, self.dataset, self.device = cfg, Path(run_dir), model, dataset, device
+        if cfg.train.early_stopping and not getattr(dataset, "valid_held_out", True):
+            raise ConfigError(
+                f"dataset {cfg.data.name!r} validates on part of its training set, so early stopping on it would "
+                "select on training data; set train.early_stopping: null"
+            )
         if cfg.train.init_from and not (resuming and latest_checkpoint(self.run_dir / "checkpoints") is not None):
             init_generative_from(model, cfg.train.init_from)  # e.g. a decoder kept fixed (Cremer et al. 5.2.1)
         freeze(model, cfg.train.freeze)  # before the optimiser and DDP see the parameters
