@@ -6,6 +6,8 @@ is run (the options reach `ais`), what is written (consistent with the per-examp
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -38,13 +40,16 @@ def run_dir(tmp_path_factory):
 
 
 def test_presets_are_the_papers_protocols():
-    """AIWAE sec. 5.2: 16 chains, 10,000 evenly spaced temperatures, 10 leapfrog steps, acceptance 0.6;
-    Cremer et al. sec. 5.2: 100 chains, 500 temperatures, 10 leapfrog steps, from the prior."""
-    a, c = PRESETS["aiwae"], PRESETS["cremer"]
+    """AIWAE sec. 5.2 and its NLL script: 16 chains from q(z|x), 10,000 evenly spaced temperatures, 10 leapfrog
+    steps, one step size (0.1 at first) adapted toward acceptance 0.6; the same from the prior; Cremer et al.
+    sec. 5.2: 100 chains, 500 temperatures, 10 leapfrog steps, from the prior."""
+    a, p, c = PRESETS["aiwae"], PRESETS["aiwae_prior"], PRESETS["cremer"]
     assert (a.chains, a.temps, a.leapfrog, a.schedule, a.target_acceptance) == (16, 10000, 10, "linear", 0.6)
+    assert (a.init, a.adapt, a.step_size) == ("posterior", "all", 0.1)
+    assert dataclasses.replace(a, init="prior", adapt="data", adapt_rate=0.1) == p
     assert (c.chains, c.temps, c.leapfrog, c.init) == (100, 500, 10, "prior")
     assert parse_ais_options(["aiwae"]) == a and parse_ais_options([]) == a
-    assert parse_ais_options(["chains=16", "temps=10000", "leapfrog=10"]) == a
+    assert parse_ais_options(["aiwae", "init=prior", "adapt=data", "adapt_rate=0.1"]) == p
     got = parse_ais_options(
         ["cremer", "chains=3", "temperatures=1e3", "adapt=none", "step_size=5e-2"], init="posterior"
     )
