@@ -16,8 +16,8 @@ import torch
 from helpers import linear_gaussian, set_encoder
 
 from vaelab import runs
-from vaelab.build import build_model
 from vaelab.config import ModelConfig, load_config
+from vaelab.config.build import build_model
 from vaelab.data import load_dataset
 from vaelab.errors import ConfigError
 from vaelab.objectives import AIWAE, ELBO, IWAE

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, config_from_dict, load_config
+from vaelab.config.build import build_model
 from vaelab.data import DATASETS, SYNTHETIC
 from vaelab.errors import ConfigError
 from vaelab.train.lr_schedules import lr_factor, schedule_epochs

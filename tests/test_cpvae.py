@@ -21,9 +21,9 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from vaelab import runs
-from vaelab.build import build_model
 from vaelab.cli import main
 from vaelab.config import ModelConfig, load_config
+from vaelab.config.build import build_model
 from vaelab.data import load_dataset
 from vaelab.data.toy_mixture1d import MEANS, STD
 from vaelab.distributions import DiagonalNormal, ReparameterizedMixture

@@ -16,8 +16,8 @@ from helpers import linear_gaussian, set_encoder
 from test_flow import flow_vae
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaelab.build import build_model
 from vaelab.config import GapsConfig, ModelConfig, load_config
+from vaelab.config.build import build_model
 from vaelab.distributions.auxiliary_flow import AuxiliaryFlowDistribution
 from vaelab.errors import ConfigError
 from vaelab.evaluation import importance_sampled_log_likelihood

@@ -14,6 +14,8 @@ import torch
 from helpers import linear_gaussian
 from torch.distributions import MultivariateNormal
 
+from vaelab.config.build import OBJECTIVES
+from vaelab.config.registry import POSTERIORS
 from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.errors import ConfigError
 from vaelab.models import VAE
@@ -22,7 +24,6 @@ from vaelab.objectives import ELBO, IWAE, SELBO, SIWAE, sample_log_weights, stra
 from vaelab.objectives.mixture_penalties import entropy_threshold, mixture_penalty
 from vaelab.objectives.stratified import miwae, selbo, siwae
 from vaelab.posteriors import DiagonalGaussian, GaussianMixture
-from vaelab.registry import OBJECTIVES, POSTERIORS
 
 F64 = torch.float64
 
@@ -483,7 +484,7 @@ def _small_config(prior: str, objective: str = "siwae", extra: list[str] | None 
     ["{type: standard_normal}", "{type: mixture_of_gaussians, components: 4}", "{type: vampprior, components: 5}"],
 )
 def test_mixture_posterior_trains_with_every_prior(prior):
-    from vaelab.build import build_model
+    from vaelab.config.build import build_model
     from vaelab.train.trainer import build_objective
 
     cfg = _small_config(prior)

@@ -27,8 +27,8 @@ import torch
 import yaml
 from torch import nn
 
-from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
+from vaelab.config.build import build_model
 from vaelab.data import load_dataset
 from vaelab.data.supervised import Supervised, SupervisedDataset, predicts_labels
 from vaelab.errors import ConfigError, CorruptRunFile, DataError, RunDirError
@@ -401,9 +401,7 @@ def evaluate_ais(
     options = replace(options, batch_size=options.batch_size or batch_size)
     torch.manual_seed(run.cfg.seed + 2)
     start = time.perf_counter()
-    kwargs = options.ais_kwargs()
-    batch = kwargs.pop("batch_size")
-    replicated = ais_replicates(run.model, x.to(run.device), options.replicates, batch, progress=progress, **kwargs)
+    replicated = ais_replicates(run.model, x.to(run.device), options, progress=progress)
     est = replicated.result  # every replicate's chains
     seconds = time.perf_counter() - start
     result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options)}
@@ -448,8 +446,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     torch.manual_seed(run.cfg.seed + 3)
     start = time.perf_counter()
     x, z_star = simulate(run.model, n)
-    kwargs = options.ais_kwargs(batch_size=100)
-    r = bdmc(run.model, x, z_star, progress=progress, **kwargs)
+    r = bdmc(run.model, x, z_star, replace(options, batch_size=options.batch_size or 100), progress=progress)
     gap = r.gap
     result = {"method": "bdmc", "data": "simulated from the model", "dataset": run.dataset.name, **asdict(options)}
     result.update(r.summary())

@@ -19,8 +19,6 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaelab.registry import OBJECTIVES
-
 
 def logmeanexp(t: Tensor, dim: int = 0) -> Tensor:
     """log (1/n) sum_i exp(t_i) along `dim`, stable."""
@@ -139,13 +137,3 @@ class IWAE(Objective):
 
     def __repr__(self) -> str:
         return f"IWAE(samples={self.samples})"
-
-
-@OBJECTIVES.register("elbo")
-def _elbo(samples: int = 1, analytic_kl: bool = True) -> ELBO:
-    return ELBO(samples, analytic_kl)
-
-
-@OBJECTIVES.register("iwae")
-def _iwae(samples: int = 5) -> IWAE:
-    return IWAE(samples)

@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
+from vaelab.config.registry import LR_SCHEDULES
 from vaelab.errors import ConfigError
-from vaelab.registry import LR_SCHEDULES
 
 
 @LR_SCHEDULES.register("constant")

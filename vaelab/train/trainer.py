@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vaelab.config import Config
+from vaelab.config.build import OBJECTIVES
 from vaelab.errors import CorruptRunFile, RunDirError, TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
-from vaelab.registry import OBJECTIVES
 from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from vaelab.train.lr_schedules import lr_factor
