@@ -88,9 +88,7 @@ class GatedDense(nn.Module):
 class GatedMLP(_Flat):
     """Stack of `GatedDense` layers (VampPrior section 5.1: 2 x 300 gated units), optional linear head."""
 
-    def __init__(
-        self, in_features: int, hidden: Sequence[int] = (300, 300), out_features: int | None = None
-    ) -> None:
+    def __init__(self, in_features: int, hidden: Sequence[int] = (300, 300), out_features: int | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from vaelab.distributions.diagonal_normal import DiagonalNormal
 from vaelab.distributions.gaussian_mixture import diagonal_gaussian_mixture_log_prob
 from vaelab.errors import ConfigError
 from vaelab.posteriors.amortized import Amortized
@@ -70,7 +71,7 @@ class VampPrior(Prior):
         """log p(z) `[*S]` for `z` `[*S, D]`: one encoder pass over the K pseudo-inputs per call, or none when
         the mixture of the previous call is still valid (`_reusable_mixture`)."""
         q, log_w = self._reusable_mixture()
-        if hasattr(q, "loc") and hasattr(q, "log_scale"):  # diagonal Gaussian: the matmul form
+        if isinstance(q, DiagonalNormal):  # diagonal Gaussian: the matmul form
             return diagonal_gaussian_mixture_log_prob(z, q.loc, 2 * q.log_scale, log_w)
         comp = q.log_prob(z.unsqueeze(-2))  # any family: z against the K components ([*S, K, D] intermediate)
         if log_w is None:
