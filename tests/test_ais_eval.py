@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from vaelab import cli, runs
+from vaelab.app import cli, runs
 from vaelab.config import load_config
 from vaelab.errors import ConfigError
 from vaelab.mcmc.options import PRESETS, AISOptions, parse_ais_options

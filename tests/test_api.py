@@ -257,7 +257,7 @@ def test_docstring_examples_run(module, tmp_path, monkeypatch):
 
 
 def test_load_a_cli_run_and_record_a_factory_given_to_fit(images, tmp_path):
-    from vaelab import runs
+    from vaelab.app import runs
     from vaelab.config import load_config
 
     tiny = ["data.subset=100", "data.valid_subset=50", "model.latent_dim=2", "model.encoder={type: mlp, hidden: [8]}",

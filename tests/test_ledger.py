@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from tests.test_cli import vaelab
-from vaelab.ledger import config_deviations, read_catalogue, render, result_dir
+from vaelab.app.commands.ledger import config_deviations, read_catalogue, render, result_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {

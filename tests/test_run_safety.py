@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.cli import main
+from vaelab.app.cli import main
 
 TINY = [
     "--set", "data.subset=600", "--set", "data.valid_subset=100", "--set", "model.latent_dim=4",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaelab.cli import main
+from vaelab.app.cli import main
 from vaelab.config import load_config
 from vaelab.config.build import build_model
 from vaelab.config.registry import NETWORKS

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaelab import runs
+from vaelab import recording
+from vaelab.app import runs
 from vaelab.config import load_config
 from vaelab.errors import TrainingDiverged
 from vaelab.train import Trainer, latest_checkpoint
@@ -73,7 +74,7 @@ def _nan_on(steps):
 
 
 def _trainer(cfg, path):
-    run = runs.build_run(cfg, path)
+    run = recording.build_run(cfg, path)
     return Trainer(cfg, path, run.model, run.dataset, run.device)
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import dataset_file
 
-from vaelab import runs
-from vaelab.cli import main
+from vaelab.app import runs
+from vaelab.app.cli import main
 from vaelab.config import Config, load_config
 from vaelab.config.build import build_model
 from vaelab.data import load_dataset

@@ -137,7 +137,8 @@ def _numbers(d: dict, prefix: str = "") -> dict[str, float | int]:
 
 def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> dict:
     """Train (or resume, or reuse) the run in `run_dir` and return its `eval-<split>.json` contents."""
-    from vaelab import runs
+    from vaelab import recording
+    from vaelab.app import runs
     from vaelab.train import latest_checkpoint
 
     result_path = run_dir / f"eval-{split}.json"
@@ -145,7 +146,7 @@ def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> 
         return json.loads(result_path.read_text())
     resume = (run_dir / "config.yaml").is_file() and latest_checkpoint(run_dir / "checkpoints") is not None
     if resume:
-        saved, wanted = runs.read_run_config(run_dir).to_dict(), cfg.to_dict()
+        saved, wanted = recording.read_run_config(run_dir).to_dict(), cfg.to_dict()
         saved["train"]["progress"] = wanted["train"]["progress"]  # how it is shown is not part of the run
         if saved != wanted:
             raise ConfigError(
