@@ -31,7 +31,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaelab.app.commands.sweep import markdown_table, write_csv
+from vaelab.app.tables import markdown_table, write_csv
 from vaelab.config import Config
 from vaelab.errors import ConfigError, RunDirError
 
