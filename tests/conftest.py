@@ -62,8 +62,8 @@ def _quiet_machine(monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A one-epoch run on the bundled MNIST (test_run_safety's TINY), written with checksums; one per test module."""
-    from test_run_safety import TINY
+    """A one-epoch run on the bundled MNIST (helpers.TINY), written with checksums; one per test module."""
+    from helpers import TINY
 
     from vaelab.app.cli import main
 

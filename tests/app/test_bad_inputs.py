@@ -1,7 +1,7 @@
 """Every bad input is one clear line: config values out of range, bad command-line numbers, absent devices, damaged
 weights, a full disk, NaN/Inf in pictures; plus the thread setting. Each refusal exits with status 2, its stderr
 ends in exactly one error line (progress lines may come before it), and no run directory loses a good checkpoint.
-The CLI runs in-process on a tiny slice of the bundled MNIST (the helpers of test_run_safety)."""
+The CLI runs in-process on a tiny slice of the bundled MNIST (helpers.TINY; the helpers of test_run_safety)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_run_safety import TINY, cli, snapshot
+from helpers import TINY
+from test_run_safety import cli, snapshot
 
 from vaelab import recording
 from vaelab.config import load_config
