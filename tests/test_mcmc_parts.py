@@ -124,3 +124,12 @@ def test_ais_and_bdmc_take_the_options():
     assert float((r.lower - truth).mean()) < 0.05 and float((r.upper - truth).mean()) > -0.05
     with pytest.raises(ConfigError, match="ais_replicates"):
         ais(model, x, dataclasses.replace(options, replicates=2), progress=False)
+
+
+@pytest.mark.parametrize("module", ["vaelab.mcmc.kernel", "vaelab.mcmc.options", "vaelab.mcmc.ais"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

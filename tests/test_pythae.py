@@ -116,3 +116,12 @@ def test_models_the_adapter_cannot_wrap_say_why():
         PythaeModel(vamp)
     with pytest.raises(ConfigError, match="scale"):
         PythaeModel(pythae_models.VAE(pythae_models.VAEConfig(input_dim=(4,), latent_dim=2)), scale=0)
+
+
+def test_the_adapter_docstring_example_runs():
+    import doctest
+
+    import vaelab.adapters.pythae as adapter
+
+    result = doctest.testmod(adapter, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
