@@ -7,6 +7,9 @@ Models:
 * `GenerativeModel`: a `LatentModel` with a prior p(z) and p(x | z) apart (`prior`, `log_likelihood`, `sample`):
   what AIS from the prior, BDMC and the sample pictures need.
 
+* `ReadsCategory`: a model whose likelihood reads a discrete latent c besides z, p(x | z, c) (CP-VAE's decoder
+  on [z, one-hot c]); log p(x, z) is then undefined, and vaelab estimates log p(x) stratified over c.
+
 Posterior capabilities (of a q(z | x) distribution, beyond `torch.distributions.Distribution`):
 
 * `AuxiliarySampler`: an auxiliary-variable family with no tractable log q(z | x) that draws z with the log-weight
@@ -56,6 +59,21 @@ class GenerativeModel(LatentModel, Protocol):
 
     def sample(self, n: int, mean: bool = True) -> Tensor:
         """n draws x ~ p(x) `[n, *event]` (their means given z with `mean`)."""
+        ...
+
+
+@runtime_checkable
+class ReadsCategory(Protocol):
+    """A model with K `categories` whose decoder reads c: `decode(z, c)` and `log_likelihood(x, z, c)`."""
+
+    categories: int
+
+    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """Likelihood parameters of p(x | z, c) for z `[*S, B, D]` and c `[*S, B, K]` (one-hot or relaxed)."""
+        ...
+
+    def log_likelihood(self, x: Tensor, z: Tensor, c: Tensor | None = None) -> Tensor:
+        """log p(x | z, c) `[*S, B]`."""
         ...
 
 
