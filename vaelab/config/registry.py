@@ -157,61 +157,49 @@ def _absolute(in_features: int, out_features: int | None) -> Absolute:
     return Absolute(in_features)
 
 
-def _gated_conv_encoder(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    channels: Sequence[int] = (32, 32, 64, 64, 6),
-    kernels: Sequence[int] = (7, 3, 5, 3, 3),
-    strides: Sequence[int] = (1, 2, 1, 2, 1),
-) -> GatedConvEncoder:
-    if in_features != math.prod(event_shape):
-        raise ConfigError(
-            f"gated_conv_encoder reads images of {math.prod(event_shape)} pixels but is given {in_features} inputs; "
-            "use it on x, and an MLP on latents"
-        )
-    return GatedConvEncoder(event_shape, list(channels), list(kernels), list(strides), out_features)
+def _checked(cls: type, check: Callable[..., None], context: tuple[str, ...]) -> Callable[..., Any]:
+    """The builder of `cls` that first runs `check(**context)`: its options are the constructor's keyword arguments
+    (so each default lives once, in the class); the `context` values (e.g. `in_features`, `out_features`,
+    `event_shape`) are the library's, passed to the class only where its constructor takes them."""
+    own = inspect.signature(cls).parameters
+    keyword = inspect.Parameter.KEYWORD_ONLY
+
+    def build(**kwargs: Any) -> Any:
+        check(**{k: kwargs.get(k) for k in context})
+        return cls(**{k: v for k, v in kwargs.items() if k in own})
+
+    params = [inspect.Parameter(k, keyword) for k in context if k not in own]
+    params += [p.replace(kind=keyword) for p in own.values() if p.kind is not p.VAR_KEYWORD]
+    build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    build.__name__ = build.__qualname__ = f"build_{cls.__name__}"
+    return build
 
 
-def _tfp_conv_encoder(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    base_depth: int = 32,
-    features: int = 64,
-    activation: str = "leaky_relu",
-) -> TFPConvEncoder:
-    if in_features != math.prod(event_shape):
-        raise ConfigError(f"tfp_conv_encoder reads images of {math.prod(event_shape)} pixels, not {in_features} inputs")
-    if out_features is not None:
-        raise ConfigError("tfp_conv_encoder is an encoder body (the posterior adds the head); use it as model.encoder")
-    return TFPConvEncoder(event_shape, base_depth, features, activation)
+def _reads_images(name: str, short: bool = False) -> Callable[..., None]:
+    """A check that the network reads x (images of `prod(event_shape)` pixels), as an encoder body when `short`."""
+
+    def check(in_features: int, event_shape: tuple[int, ...], out_features: int | None = None) -> None:
+        if in_features != math.prod(event_shape):
+            if short:
+                raise ConfigError(f"{name} reads images of {math.prod(event_shape)} pixels, not {in_features} inputs")
+            raise ConfigError(
+                f"{name} reads images of {math.prod(event_shape)} pixels but is given {in_features} inputs; "
+                "use it on x, and an MLP on latents"
+            )
+        if short and out_features is not None:
+            raise ConfigError(f"{name} is an encoder body (the posterior adds the head); use it as model.encoder")
+
+    return check
 
 
-def _tfp_conv_decoder(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    base_depth: int = 32,
-    activation: str = "leaky_relu",
-) -> TFPConvDecoder:
-    if out_features is None:
-        raise ConfigError("tfp_conv_decoder maps latents to the likelihood's parameters; use it as model.decoder")
-    return TFPConvDecoder(in_features, out_features, event_shape, base_depth, activation)
+def _decoder_only(message: str) -> Callable[..., None]:
+    """A check that the network is used as a decoder (`out_features` set), else `ConfigError(message)`."""
 
+    def check(out_features: int | None) -> None:
+        if out_features is None:
+            raise ConfigError(message)
 
-def _pixelcnn(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    channels: int = 64,
-    layers: int = 8,
-    kernel: int = 3,
-    cond_channels: int = 2,
-) -> PixelCNN:
-    if out_features is None:
-        raise ConfigError("pixelcnn is a decoder (it outputs likelihood parameters); use it as model.decoder")
-    return PixelCNN(event_shape, in_features, out_features, channels, layers, kernel, cond_channels)
+    return check
 
 
 def _body(body: dict | None, what: str, **context: Any) -> nn.Module:
@@ -261,12 +249,22 @@ def _vampprior(
     init: str = "random",
     init_mean: float = 0.05,
     init_std: float = 0.01,
-    learn_inputs: bool = True,
-    learn_weights: bool = False,
+    **options: Any,
 ) -> VampPrior:
-    """VampPrior whose K = `components` pseudo-inputs start as `init` says (`initial_pseudo_inputs`)."""
+    """VampPrior whose K = `components` pseudo-inputs start as `init` says (`initial_pseudo_inputs`); the other
+    options are the constructor's (`learn_inputs`, `learn_weights`)."""
     u = initial_pseudo_inputs(components, event_shape, init, train_data, init_mean, init_std)
-    return VampPrior(latent_dim, posterior, u, learn_inputs, learn_weights)
+    return VampPrior(latent_dim, posterior, u, **options)
+
+
+_vampprior.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [p for p in inspect.signature(_vampprior).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    + [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for name, p in inspect.signature(VampPrior).parameters.items()
+        if name not in ("latent_dim", "posterior", "pseudo_inputs")
+    ]
+)
 
 
 def _conditional(
@@ -298,11 +296,25 @@ NETWORKS: Registry[nn.Module] = Registry(
         "gated_mlp": GatedMLP,
         "linear": _linear,
         "absolute": _absolute,
-        "gated_conv_encoder": _gated_conv_encoder,
+        "gated_conv_encoder": _checked(
+            GatedConvEncoder, _reads_images("gated_conv_encoder"), ("in_features", "event_shape")
+        ),
         "gated_conv_decoder": GatedConvDecoder,
-        "tfp_conv_encoder": _tfp_conv_encoder,
-        "tfp_conv_decoder": _tfp_conv_decoder,
-        "pixelcnn": _pixelcnn,
+        "tfp_conv_encoder": _checked(
+            TFPConvEncoder,
+            _reads_images("tfp_conv_encoder", short=True),
+            ("in_features", "event_shape", "out_features"),
+        ),
+        "tfp_conv_decoder": _checked(
+            TFPConvDecoder,
+            _decoder_only("tfp_conv_decoder maps latents to the likelihood's parameters; use it as model.decoder"),
+            ("out_features",),
+        ),
+        "pixelcnn": _checked(
+            PixelCNN,
+            _decoder_only("pixelcnn is a decoder (it outputs likelihood parameters); use it as model.decoder"),
+            ("out_features",),
+        ),
         "columns": _columns,
         "affine_skip": _affine_skip,
     },

@@ -62,9 +62,9 @@ class GatedConvEncoder(nn.Module):
     def __init__(
         self,
         event_shape: Sequence[int],
-        channels: Sequence[int],
-        kernels: Sequence[int],
-        strides: Sequence[int],
+        channels: Sequence[int] = (32, 32, 64, 64, 6),
+        kernels: Sequence[int] = (7, 3, 5, 3, 3),
+        strides: Sequence[int] = (1, 2, 1, 2, 1),
         out_features: int | None = None,
     ) -> None:
         super().__init__()
