@@ -42,8 +42,8 @@ PROTOCOL = {"chains": 16, "temps": 10_000, "leapfrog": 10, "points": 10_000, "ba
 
 def iwae_model(device: str = "cpu"):
     """The IWAE study's model (configs/aiwae/mnist.yaml), freshly initialised, and static binarized MNIST test."""
-    from vaelab.build import build_model
     from vaelab.config import load_config
+    from vaelab.config.build import build_model
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "aiwae" / "mnist.yaml")
     _, test = common.mnist_static()

@@ -91,7 +91,7 @@ def vaelab_config(objective: str = "elbo", samples: int = 1, overrides: Sequence
 
 def build_trainer(objective: str = "elbo", samples: int = 1, seed: int = 0, overrides: Sequence[str] = ()):
     """A `Trainer` for the benchmark model on static MNIST (its run directory is never written to)."""
-    from vaelab.build import build_model
+    from vaelab.config.build import build_model
     from vaelab.data import load_dataset
     from vaelab.train import Trainer
 

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from vaelab import runs
+from vaelab import recording
 from vaelab.config import load_config
 from vaelab.models.cpvae import conditional_pair
 from vaelab.objectives.cpvae import CPVAEBound
@@ -49,10 +49,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.run_dir:
-        run = runs.load_run(args.run_dir, device="cpu")
+        run = recording.load_run(args.run_dir, device="cpu")
     else:
         cfg = load_config(args.config)
-        run = runs.build_run(cfg, None, "cpu")
+        run = recording.build_run(cfg, None, "cpu")
     model = run.model
     family, _ = conditional_pair(model, "this benchmark")
     k = family.categories

@@ -49,7 +49,7 @@ def measure(device: torch.device, quick: bool, repeats: int) -> dict[str, float]
     from vaelab.config import load_config
     from vaelab.evaluation import evaluate_log_likelihood
     from vaelab.mcmc import ais
-    from vaelab.runs import build_run
+    from vaelab.recording import build_run
     from vaelab.train import Trainer
 
     cfg = load_config(REPO / "configs" / "vae_mnist_static.yaml", budget="full")

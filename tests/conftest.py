@@ -62,10 +62,10 @@ def _quiet_machine(monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A one-epoch run on the bundled MNIST (test_run_safety's TINY), written with checksums; one per test module."""
-    from test_run_safety import TINY
+    """A one-epoch run on the bundled MNIST (helpers.TINY), written with checksums; one per test module."""
+    from helpers import TINY
 
-    from vaelab.cli import main
+    from vaelab.app.cli import main
 
     path = tmp_path_factory.mktemp("template") / "run"
     assert main(["train", *TINY, "--run-dir", str(path)]) == 0

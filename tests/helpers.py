@@ -1,4 +1,5 @@
-"""Test helpers: linear-Gaussian models with a chosen (near-optimal or deliberately poor) encoder."""
+"""Test helpers: linear-Gaussian models with a chosen (near-optimal or deliberately poor) encoder, and the
+command-line settings of a tiny training run."""
 
 from __future__ import annotations
 
@@ -61,3 +62,11 @@ def inflated_posterior(model: LinearGaussian, x: torch.Tensor, scale: float) -> 
     with torch.no_grad():
         post = model.exact_posterior(x)
         return SharedCovarianceGaussian(post.loc, torch.linalg.cholesky(scale * post.covariance_matrix[0]))
+
+
+#: `vaelab train` settings for a one-epoch run on a tiny slice of the bundled MNIST (seconds on a CPU).
+TINY = [
+    "--set", "data.subset=600", "--set", "data.valid_subset=100", "--set", "model.latent_dim=4",
+    "--set", "model.encoder={type: mlp, hidden: [32]}", "--set", "model.decoder={type: mlp, hidden: [32]}",
+    "--set", "train.epochs=1", "--set", "train.lr=1e-3", "--no-progress", "--no-eval",
+]  # fmt: skip

@@ -7,14 +7,13 @@ is run (the options reach `ais`), what is written (consistent with the per-examp
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 
 import pytest
 import torch
 
-from vaelab import cli, runs
+from vaelab.app import cli, runs
 from vaelab.config import load_config
 from vaelab.errors import ConfigError
 from vaelab.mcmc.options import PRESETS, AISOptions, parse_ais_options
@@ -147,7 +146,7 @@ def test_replicates_measure_the_spread_the_delta_method_misses():
     set_encoder(easy, var_scale=1.2)  # AIS from a q near the posterior: each estimate within 0.1 nat
     x = easy.marginal().sample((5,)) * torch.tensor([0.5, 1.0, 1.5, 2.0, 2.5], dtype=torch.float64)[:, None]
     exact = easy.exact_log_marginal(x).detach()
-    r = ais_replicates(easy, x, 3, chains=16, schedule=50, leapfrog_steps=3, init="posterior", progress=False)
+    r = ais_replicates(easy, x, replicates=3, chains=16, temps=50, leapfrog=3, init="posterior", progress=False)
     assert r.estimates.shape == (3, 5) and r.log_weights.shape == (3, 16, 5) and exact.max() - exact.min() > 5
     assert ((r.estimates - exact).abs() < 0.1).all(), r.estimates - exact
     torch.testing.assert_close(r.estimates, torch.logsumexp(r.log_weights, 1) - math.log(16))
@@ -160,7 +159,7 @@ def test_replicates_measure_the_spread_the_delta_method_misses():
         p.requires_grad_(False)
     x = model.marginal().sample((4,))
     R, G = 64, 8
-    r = ais_replicates(model, x, R, chains=16, schedule=100, leapfrog_steps=5, progress=False)
+    r = ais_replicates(model, x, replicates=R, chains=16, schedule=100, leapfrog_steps=5, progress=False)
     runs_ = r.estimates  # [R, B]: independent single runs
     spread = runs_.std(0)
     delta = r.result.log_weight_se.reshape(4, R).T.mean(0)  # each run's own delta-method se, averaged

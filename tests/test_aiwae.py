@@ -15,9 +15,10 @@ import pytest
 import torch
 from helpers import linear_gaussian, set_encoder
 
-from vaelab import runs
-from vaelab.build import build_model
+from vaelab import recording
+from vaelab.app import runs
 from vaelab.config import ModelConfig, load_config
+from vaelab.config.build import build_model
 from vaelab.data import load_dataset
 from vaelab.errors import ConfigError
 from vaelab.objectives import AIWAE, ELBO, IWAE
@@ -283,7 +284,7 @@ def test_trainer_uses_two_adam_groups_and_resumes_aiwae_exactly(tmp_path):
     uninterrupted 2-epoch run number for number (step sizes included)."""
     cfg = load_config(None, [*TINY, "train.epochs=2"])
     full_dir = runs.new_run_dir(cfg, tmp_path / "full")
-    run = runs.build_run(cfg, full_dir)
+    run = recording.build_run(cfg, full_dir)
     trainer = Trainer(cfg, full_dir, run.model, run.dataset, run.device)
     trainer.fit()
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}

@@ -257,7 +257,7 @@ def test_docstring_examples_run(module, tmp_path, monkeypatch):
 
 
 def test_load_a_cli_run_and_record_a_factory_given_to_fit(images, tmp_path):
-    from vaelab import runs
+    from vaelab.app import runs
     from vaelab.config import load_config
 
     tiny = ["data.subset=100", "data.valid_subset=50", "model.latent_dim=2", "model.encoder={type: mlp, hidden: [8]}",
@@ -291,8 +291,8 @@ def test_the_readme_library_example_runs(tmp_path, monkeypatch):
 
 
 def test_the_built_parts_form_still_flattens_x():
-    from vaelab.build import build_model
     from vaelab.config import load_config
+    from vaelab.config.build import build_model
 
     built = build_model(load_config(None, ["model.latent_dim=2"]).model, EVENT)  # VAE(encoder, family, ...)
     assert built.flatten and built.posterior(torch.zeros(3, *EVENT)).batch_shape == (3,)

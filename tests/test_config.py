@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, config_from_dict, load_config
+from vaelab.config.build import build_model
 from vaelab.data import DATASETS, SYNTHETIC
 from vaelab.errors import ConfigError
 from vaelab.train.lr_schedules import lr_factor, schedule_epochs
@@ -96,7 +96,8 @@ def test_lr_schedules():
 
 
 @pytest.mark.parametrize(
-    "schedule", [{"type": "step"}, {"type": "step", "every": 10, "every_steps": 100}, {"type": "step", "every_steps": 0}]
+    "schedule",
+    [{"type": "step"}, {"type": "step", "every": 10, "every_steps": 100}, {"type": "step", "every_steps": 0}],
 )
 def test_step_schedule_needs_one_positive_period(schedule):
     with pytest.raises(ConfigError, match="every"):

@@ -20,10 +20,11 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from vaelab import runs
-from vaelab.build import build_model
-from vaelab.cli import main
+from vaelab import recording
+from vaelab.app import runs
+from vaelab.app.cli import main
 from vaelab.config import ModelConfig, load_config
+from vaelab.config.build import build_model
 from vaelab.data import load_dataset
 from vaelab.data.toy_mixture1d import MEANS, STD
 from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
@@ -389,7 +390,7 @@ def test_train_evaluate_and_sample_by_cluster(tmp_path, capsys, decoder_input):
     assert per_example["log_likelihood"].shape == (evaluation["n"],) == (50,)
     assert math.isfinite(evaluation["log_likelihood"]) and evaluation["log_likelihood"] >= evaluation["elbo"] - 1.0
     if decoder_input == "z_and_c":
-        assert isinstance(runs.load_run(run_dir).model, CPVAE)
+        assert isinstance(recording.load_run(run_dir).model, CPVAE)
         assert evaluation["log_likelihood_estimator"] == "importance sampling stratified over c"
         assert evaluation["z_samples_per_category"] == 3 and "siwae_log_likelihood" not in evaluation  # 10 / 3
     else:
@@ -404,7 +405,7 @@ def test_train_evaluate_and_sample_by_cluster(tmp_path, capsys, decoder_input):
     assert matplotlib.image.imread(pics / "samples-cluster2.png").shape[:2] == grid_shape(12)
     assert main(["sample", str(run_dir), "--cluster", "3"]) == 2
     assert "--cluster must be a category in 0..2, got 3" in capsys.readouterr().err
-    run = runs.load_run(run_dir)
+    run = recording.load_run(run_dir)
     runs.sample(run, 7, pics, categories="uniform")
     assert matplotlib.image.imread(pics / "samples.png").shape[:2] == grid_shape(7)
 

@@ -24,6 +24,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vaelab.config import load_config
 from vaelab.data import (
     DATASETS,
     SYNTHETIC,
@@ -38,7 +39,6 @@ from vaelab.data import (
     register,
     sources,
 )
-from vaelab.config import load_config
 from vaelab.data.dataset import binarize, build_dataset
 from vaelab.errors import ConfigError, CorruptFile, DataError, DatasetNotFound, UserError
 from vaelab.train import Trainer

@@ -16,8 +16,8 @@ from helpers import linear_gaussian, set_encoder
 from test_flow import flow_vae
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaelab.build import build_model
 from vaelab.config import GapsConfig, ModelConfig, load_config
+from vaelab.config.build import build_model
 from vaelab.distributions.auxiliary_flow import AuxiliaryFlowDistribution
 from vaelab.errors import ConfigError
 from vaelab.evaluation import importance_sampled_log_likelihood
@@ -214,8 +214,8 @@ def test_cremer_configs_load_and_build(path):
 
 def test_gaps_command(tmp_path):
     """`vaelab gaps RUN` on a tiny run: reports, the table on stdout, and Figure 2's contours (2-D latent)."""
-    from vaelab import runs
-    from vaelab.cli import main
+    from vaelab import recording
+    from vaelab.app.cli import main
 
     cfg = load_config(
         None,
@@ -227,7 +227,7 @@ def test_gaps_command(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    save_weights(runs.build_run(cfg, run_dir, "cpu").model, run_dir / "best.safetensors")
+    save_weights(recording.build_run(cfg, run_dir, "cpu").model, run_dir / "best.safetensors")
     args = ["gaps", str(run_dir), "--points", "0,5,9", "--max-steps", "20", "--check-every", "10", "--samples", "5"]
     args += ["--eval-samples", "50", "--ais-chains", "2", "--ais-temperatures", "5", "--contours", "--no-progress"]
     assert main(args) == 0

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal
 
-from vaelab.build import build_model
 from vaelab.config import load_config
+from vaelab.config.build import build_model
 from vaelab.errors import ConfigError
 from vaelab.evaluation import active_units, importance_sampled_log_likelihood
 from vaelab.models import HierarchicalPrior, PixelHVAE

@@ -64,8 +64,8 @@ def test_standard_normal_kl_matches_monte_carlo():
 
 
 def _vamp_model(**prior_options):
-    from vaelab.build import build_model
     from vaelab.config import load_config
+    from vaelab.config.build import build_model
 
     cfg = load_config(
         None,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaelab.build import build_model
-from vaelab.cli import main
+from vaelab.app.cli import main
 from vaelab.config import load_config
+from vaelab.config.build import build_model
+from vaelab.config.registry import NETWORKS
 from vaelab.errors import ConfigError
-from vaelab.registry import NETWORKS
 from vaelab.viz.posterior_pictures import component_mode_images, log_joint_on_grid
 
 IMAGE = (1, 28, 28)

@@ -14,6 +14,8 @@ import torch
 from helpers import linear_gaussian
 from torch.distributions import MultivariateNormal
 
+from vaelab.config.build import OBJECTIVES
+from vaelab.config.registry import POSTERIORS
 from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.errors import ConfigError
 from vaelab.models import VAE
@@ -22,7 +24,6 @@ from vaelab.objectives import ELBO, IWAE, SELBO, SIWAE, sample_log_weights, stra
 from vaelab.objectives.mixture_penalties import entropy_threshold, mixture_penalty
 from vaelab.objectives.stratified import miwae, selbo, siwae
 from vaelab.posteriors import DiagonalGaussian, GaussianMixture
-from vaelab.registry import OBJECTIVES, POSTERIORS
 
 F64 = torch.float64
 
@@ -483,7 +484,7 @@ def _small_config(prior: str, objective: str = "siwae", extra: list[str] | None 
     ["{type: standard_normal}", "{type: mixture_of_gaussians, components: 4}", "{type: vampprior, components: 5}"],
 )
 def test_mixture_posterior_trains_with_every_prior(prior):
-    from vaelab.build import build_model
+    from vaelab.config.build import build_model
     from vaelab.train.trainer import build_objective
 
     cfg = _small_config(prior)
@@ -505,7 +506,8 @@ def test_mixture_posterior_trains_with_every_prior(prior):
 def test_burn_in_fits_the_prior_and_resumes_exactly(tmp_path):
     """App. D.1 burn-in: it lowers E_{z~r}[-log p(x|z) - log q(z|x)] on fixed draws, runs before epoch 1 of a fresh
     run only, and a run resumed after epoch 1 ends with the same weights as an uninterrupted one."""
-    from vaelab import runs
+    from vaelab import recording
+    from vaelab.app import runs
     from vaelab.config import load_config
     from vaelab.train import Trainer
     from vaelab.train.burn_in import burn_in, burn_in_loss
@@ -521,7 +523,7 @@ def test_burn_in_fits_the_prior_and_resumes_exactly(tmp_path):
         "model.decoder={type: mlp, hidden: [8]}",
     ]
     cfg = load_config("configs/siwae/toy_abs.yaml", overrides)
-    fresh = runs.build_run(cfg, tmp_path / "a")
+    fresh = recording.build_run(cfg, tmp_path / "a")
     x = fresh.dataset.split("train")[:64]
     torch.manual_seed(5)
     before = float(burn_in_loss(fresh.model, x).mean().detach())
@@ -539,7 +541,7 @@ def test_burn_in_fits_the_prior_and_resumes_exactly(tmp_path):
         "configs/siwae/toy_abs.yaml",
         [*overrides, "objective.options={samples: 2, burn_in_epochs: 20}", "train.lr=0.01"],
     )
-    burned = runs.build_run(longer, tmp_path / "a")
+    burned = recording.build_run(longer, tmp_path / "a")
     trainer = Trainer(longer, tmp_path / "c", burned.model, burned.dataset, burned.device)
     stats = burn_in(trainer)
     torch.manual_seed(5)
@@ -549,7 +551,7 @@ def test_burn_in_fits_the_prior_and_resumes_exactly(tmp_path):
 
 # --- the toy problem (sec. 4.1) -----------------------------------------------------------------------------------
 def _train_toy(objective: str, tmp_path, epochs: int = 15, subset: int = 320):
-    from vaelab import runs
+    from vaelab import recording
     from vaelab.config import load_config
     from vaelab.train import Trainer
 
@@ -562,7 +564,7 @@ def _train_toy(objective: str, tmp_path, epochs: int = 15, subset: int = 320):
             f"objective={{type: {objective}, options: {{samples: 10}}}}",
         ],
     )
-    run = runs.build_run(cfg, tmp_path)
+    run = recording.build_run(cfg, tmp_path)
     trainer = Trainer(cfg, tmp_path / objective, run.model, run.dataset, run.device)
     for epoch in range(epochs):  # the training loop's epochs, without validation and checkpoints
         trainer.train_epoch(epoch)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vaelab import runs
+from vaelab import recording
+from vaelab.app import runs
 from vaelab.config import load_config
 from vaelab.errors import TrainingDiverged
 from vaelab.train import Trainer, latest_checkpoint
@@ -73,7 +74,7 @@ def _nan_on(steps):
 
 
 def _trainer(cfg, path):
-    run = runs.build_run(cfg, path)
+    run = recording.build_run(cfg, path)
     return Trainer(cfg, path, run.model, run.dataset, run.device)
 
 
@@ -149,4 +150,3 @@ def test_per_step_learning_rate_schedule_halves_within_epochs(tmp_path):
     assert len(used) == 12  # 600 examples / batch 100, two epochs
     assert used == pytest.approx([1e-3 * 0.5 ** (i // 4) for i in range(12)])
     assert metric_rows(tmp_path / "r")[-1]["lr"] == pytest.approx(2.5e-4)
-

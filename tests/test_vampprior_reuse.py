@@ -12,8 +12,8 @@ K = 6
 
 
 def _model(**prior_options):
-    from vaelab.build import build_model
     from vaelab.config import load_config
+    from vaelab.config.build import build_model
 
     cfg = load_config(
         None,

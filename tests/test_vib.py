@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import dataset_file
 
-from vaelab import runs
-from vaelab.build import build_model
-from vaelab.cli import main
+from vaelab.app import runs
+from vaelab.app.cli import main
 from vaelab.config import Config, load_config
+from vaelab.config.build import build_model
 from vaelab.data import load_dataset
 from vaelab.data.supervised import Supervised, SupervisedDataset
 from vaelab.errors import ConfigError, DataError

@@ -2,6 +2,6 @@
 
 import sys
 
-from vaelab.cli import main
+from vaelab.app.cli import main
 
 sys.exit(main())

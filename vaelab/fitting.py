@@ -15,6 +15,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from vaelab.config import ObjectiveConfig, TrainConfig, config_from_dict
 from vaelab.errors import ConfigError, RunDirError
+from vaelab.likelihoods import Likelihood
 from vaelab.objectives import Objective
 
 #: Data `fit` takes: a tensor `[N, *event]`, a torch Dataset of tensors or (x, y, ...) tuples, or a DataLoader.
@@ -157,7 +158,7 @@ def fit(
         hint = "pass resume=True to continue it, or " if has_run else ""
         raise RunDirError(f"run directory {str(path)!r} is not empty; {hint}choose a new run_dir")
     data = TensorData(train, valid)
-    if hasattr(model, "likelihood"):
+    if isinstance(getattr(model, "likelihood", None), Likelihood):  # vaelab's own: it checks its data
         for split in ("train", "valid"):
             model.likelihood.validate(data.split(split))
     own = None if isinstance(objective, (str, dict)) else objective

@@ -1,4 +1,4 @@
-"""`vaelab.evaluate` and `vaelab.ais`: the estimators `vaelab evaluate` runs, for any model in Python.
+"""`vaelab.evaluate`, `vaelab.ais` and `vaelab.bdmc`: the estimators `vaelab evaluate` runs, for any model in Python.
 
 A model needs only `posterior(x)` (a Distribution with batch `[B]`, event `[D]`) and `log_joint(x, z)` (`[*S, B]`);
 `prior.log_prob`, `log_likelihood` and `parameters()` are used where present (a VAE), and stood in for otherwise
@@ -7,7 +7,6 @@ A model needs only `posterior(x)` (a Distribution with batch `[B]`, event `[D]`)
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -17,7 +16,7 @@ from torch import Tensor
 from vaelab.errors import ConfigError
 from vaelab.evaluation.loglik import evaluate_log_likelihood
 from vaelab.mcmc import ais_replicates
-from vaelab.mcmc.options import PRESETS, AISOptions
+from vaelab.mcmc.options import AISOptions, resolve
 
 
 class _FlatPrior:
@@ -89,12 +88,31 @@ class _Width:
         self.num_outputs = math.prod(x.shape[1:])
 
 
-def ais(model: Any, x: Tensor, preset: str | None = None, progress: bool = True, **options: Any) -> dict:
-    """AIS estimate of log p(x) for x `[B, *event]` (`vaelab.mcmc.ais_replicates`): `options` are `AISOptions`
-    fields (chains, temps, leapfrog, schedule, init, step_size, target_acceptance, adapt, replicates, ...) over
-    `preset` ("aiwae", "cremer"; default: `AISOptions()`). `init` defaults to "prior" for a model with a prior
-    and "posterior" otherwise. Returns the summary `vaelab evaluate --ais` writes (`log_likelihood`, its se over
-    data and Monte Carlo se, ESS, acceptance) plus `per_example` `log_likelihood` `[B]`.
+def _ais_options(model: Any, options: AISOptions | str | None, preset: str | None, settings: dict) -> AISOptions:
+    """`options` (or `preset`) with `settings` (`vaelab.mcmc.options.resolve`); `init` defaults to "prior" for a
+    model with a prior and a likelihood term, else "posterior" (the model's q)."""
+    if preset is not None and options is not None:
+        raise ConfigError("give either options or preset, not both")
+    if "init" not in settings and not isinstance(options, AISOptions):
+        settings["init"] = "prior" if hasattr(model, "prior") and hasattr(model, "log_likelihood") else "posterior"
+    return resolve(options if options is not None else preset, settings)
+
+
+def ais(
+    model: Any,
+    x: Tensor,
+    options: AISOptions | str | None = None,
+    *,
+    preset: str | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> dict:
+    """AIS estimate of log p(x) for x `[B, *event]` (`vaelab.mcmc.ais_replicates`): `options` an `AISOptions` or a
+    preset name ("aiwae", "cremer"; also as `preset=`; default `AISOptions()`), `settings` its fields by name or
+    alias (chains, temps, leapfrog, schedule, init, step_size, target_acceptance, adapt, replicates, seed, ...).
+    Without options, `init` is "prior" for a model with a prior and "posterior" otherwise. Returns the summary
+    `vaelab evaluate --ais` writes (`log_likelihood`, its se over data and Monte Carlo se, ESS, acceptance) plus
+    `per_example` `log_likelihood` `[B]`.
 
     >>> import torch, vaelab
     >>> from vaelab.models import LinearGaussian
@@ -103,12 +121,54 @@ def ais(model: Any, x: Tensor, preset: str | None = None, progress: bool = True,
     >>> out["n"], out["per_example"]["log_likelihood"].shape
     (4, torch.Size([4]))
     """
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown AIS preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    base = AISOptions() if preset is None else PRESETS[preset]
-    if "init" not in options:
-        options["init"] = "prior" if hasattr(model, "prior") and hasattr(model, "log_likelihood") else "posterior"
-    opts = dataclasses.replace(base, **options)
+    opts = _ais_options(model, options, preset, settings)
     x = x.to(_device(model, x))
-    run = ais_replicates(model, x, opts.replicates, progress=progress, **opts.ais_kwargs())
+    run = ais_replicates(model, x, opts, progress=progress)
     return {**run.summary(), "per_example": {"log_likelihood": run.log_likelihood.cpu()}}
+
+
+def bdmc(
+    model: Any,
+    x: Tensor | int,
+    options: AISOptions | str | None = None,
+    *,
+    z: Tensor | None = None,
+    preset: str | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> dict:
+    """Bidirectional Monte Carlo (Grosse, Ghahramani & Adams 2015): forward AIS (a stochastic lower bound of
+    log p(x)) and reverse AIS from exact posterior samples (an upper bound) on data simulated from the model; their
+    gap bounds the error of AIS with `options` on such data (`vaelab.mcmc.bdmc`).
+
+    `x` an int n simulates n points, z* ~ p(z), x ~ p(x | z*) (`vaelab.mcmc.simulate`: the model's own `simulate`,
+    else its prior, decoder and likelihood); a tensor `[B, *event]` needs the latents `z` `[B, D]` that generated it.
+    `options`, `preset` and `settings` as `vaelab.ais` (`replicates` must be 1). Returns `lower`, `upper`, `gap`
+    (means over points), `gap_se`, `per_chain_gap`, `n`, plus `per_example` `lower`, `upper`, `gap` `[B]`.
+
+    >>> import torch, vaelab
+    >>> from vaelab.models import LinearGaussian
+    >>> model = LinearGaussian.random(3, 2, dtype=torch.float64)
+    >>> out = vaelab.bdmc(model, 4, chains=4, temps=20, progress=False)
+    >>> out["n"], out["per_example"]["gap"].shape
+    (4, torch.Size([4]))
+    """
+    from vaelab.mcmc import bdmc as run_bdmc
+    from vaelab.mcmc import simulate
+
+    opts = _ais_options(model, options, preset, settings)
+    if isinstance(x, int) and not isinstance(x, bool):
+        if x < 1:
+            raise ConfigError(f"BDMC needs at least one simulated point, got {x}")
+        with opts.random_state(_device(model, torch.empty(0))):
+            x, z = simulate(model, x)
+    elif z is None:
+        raise ConfigError("BDMC needs the latents that generated x (z=...), or an int n to simulate n points")
+    device = _device(model, x)
+    r = run_bdmc(model, x.to(device), z.to(device), opts, progress=progress)
+    n, gap = r.gap.numel(), r.gap
+    return {
+        **r.summary(),
+        "gap_se": float(gap.std() / math.sqrt(n)) if n > 1 else math.nan,
+        "per_example": {"lower": r.lower.cpu(), "upper": r.upper.cpu(), "gap": gap.cpu()},
+    }

@@ -19,12 +19,16 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+import yaml
 from torch import nn
 
-from vaelab.errors import RunDirError
+from vaelab.config import Config, config_from_dict
+from vaelab.errors import ConfigError, CorruptRunFile, RunDirError
 
 RECORD = "model.json"
 FORMAT = "vaelab.model/1"
@@ -144,7 +148,7 @@ def _weights_file(run_dir: Path, checkpoint: str) -> Path:
 
 
 def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str = "best") -> nn.Module:
-    """The trained model of a run directory, in eval mode: a CLI run (`config.yaml`: `vaelab.runs.load_run`) or a
+    """The trained model of a run directory, in eval mode: a CLI run (`config.yaml`: `load_run`) or a
     `vaelab.fit` run, rebuilt as its `model.json` says, or `template` (a model built as the trained one was) with the
     run's weights loaded into it. `checkpoint`: "best" (validation) weights or the "last" checkpoint's.
 
@@ -156,8 +160,6 @@ def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str
 
     path = Path(run_dir)
     if (path / "config.yaml").is_file() and template is None:
-        from vaelab.runs import load_run
-
         return load_run(path, checkpoint).model
     if not (path / RECORD).is_file() and template is None:
         raise RunDirError(f"{str(path)!r} is not a vaelab run directory (no config.yaml or {RECORD} in it)")
@@ -186,3 +188,96 @@ def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str
     model.eval()
     model.run_dir = path
     return model
+
+
+# --- runs described by a config (the command line's `vaelab train`, and `vaelab.load` of such a run) ---------
+
+
+def available_devices() -> list[str]:
+    """The devices of this machine that torch can use: cpu, then cuda:0 ... and mps where present."""
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    mps = getattr(torch.backends, "mps", None)
+    return found + (["mps"] if mps is not None and mps.is_available() else [])
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device `name` (auto: cuda if there is one, else cpu), or `ConfigError` naming this machine's devices."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    found = available_devices()
+    if dev is not None and (dev.type == "cpu" or f"{dev.type}:{dev.index or 0}" in found or dev.type in found):
+        return dev
+    why = " (this torch build has no CUDA)" if name.startswith("cuda") and not torch.backends.cuda.is_built() else ""
+    raise ConfigError(f"device {name!r} is not available{why}; this machine has: {', '.join(found)} (or auto)")
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The `config.yaml` of the run in `run_dir` (`RunDirError` if there is none)."""
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{str(path)!r} is a file, not a run directory; give the directory 'vaelab train' wrote")
+    if not path.is_dir():
+        raise RunDirError(f"run directory {str(path)!r} does not exist; give the directory 'vaelab train' wrote")
+    if not (path / "config.yaml").is_file():
+        raise RunDirError(f"{str(path)!r} is not a vaelab run directory (no config.yaml in it)")
+    return config_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
+
+
+@dataclass
+class Run:
+    """A trained (or training) run loaded from disk."""
+
+    path: Path
+    cfg: Config
+    model: nn.Module
+    dataset: object
+    device: torch.device
+
+
+def build_run(cfg: Config, path: Path, device: str | None = None) -> Run:
+    """Seed, load the dataset and build the model (deterministic initialisation from `cfg.seed`); use the config's
+    `threads` unless the command line set them (`vaelab.threads`)."""
+    from vaelab.config.build import build_model
+    from vaelab.data import load_dataset
+    from vaelab.data.supervised import SupervisedDataset, predicts_labels
+    from vaelab.threads import use_config_threads
+
+    use_config_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    dev = resolve_device(device or cfg.device)
+    dataset = load_dataset(cfg.data.name, path=cfg.data.path, seed=cfg.data.seed)
+    train_data = dataset.split("train")[: cfg.data.subset] if cfg.data.subset else dataset.split("train")
+    model = build_model(cfg.model, dataset.event_shape, train_data=train_data).to(dev)
+    if predicts_labels(model):  # a classifier: its data are (inputs, label) pairs
+        dataset = SupervisedDataset(dataset)
+    return Run(path, cfg, model, dataset, dev)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> Run:
+    """Load a run's model with its `best` validation weights (falling back to the latest checkpoint) or
+    its `last` checkpoint. Weights that fail their sha256 or cannot be read are a `CorruptRunFile` saying what to
+    use instead."""
+    from vaelab.train.checkpoint import latest_checkpoint, load_weights
+
+    cfg = read_run_config(run_dir)
+    run = build_run(cfg, Path(run_dir), device)
+    best = run.path / "best.safetensors"
+    last = latest_checkpoint(run.path / "checkpoints")
+    if checkpoint == "best" and best.is_file():
+        weights = best
+        instead = "use --checkpoint last (the latest checkpoint)" if last else "restore it from a copy of the run"
+    elif last is not None:
+        weights = last / "model.safetensors"
+        instead = f"use --checkpoint best, or rewrite it with vaelab train --resume {run.path}"
+    else:
+        raise RunDirError(f"run {str(run.path)!r} has no saved weights yet; train it first")
+    try:
+        load_weights(run.model, weights)
+    except CorruptRunFile as err:
+        raise CorruptRunFile(f"{err}; {instead}") from None
+    run.model.eval()
+    return run

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from vaelab.data.supervised import Supervised
 from vaelab.evaluation.loglik import _chunk_size, map_batches
+from vaelab.protocols import LatentModel
 
 
 @dataclass
@@ -97,7 +98,7 @@ def true_class_calibration_error(probs: Tensor, targets: Tensor, bins: int = 10)
 def posterior_predictive(model, x: Tensor, samples: int = 10_000, max_elements: int = 2**24) -> Tensor:
     """E_q(z|x)[p(y | z)] `[B, C]` for inputs `x` `[B, *event]` by `samples` draws per point, in chunks of at most
     `max_elements` decoder outputs; a model without a posterior (deterministic) gives its softmax(logits)."""
-    if not hasattr(model, "posterior"):
+    if not isinstance(model, LatentModel):
         return model.likelihood.mean(model.logits(x))
     q = model.posterior(x)
     chunk = _chunk_size(model, x.shape[0], samples, max_elements, x.device)

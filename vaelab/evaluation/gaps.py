@@ -45,6 +45,7 @@ from vaelab.evaluation.local_families import LOCAL_FAMILIES, LocalFamily, local_
 from vaelab.evaluation.local_optimization import optimize_local
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
 from vaelab.mcmc import ais
+from vaelab.mcmc.options import ALIASES, AISOptions, resolve
 from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian
 
 #: Display names of the families, as in the paper's tables.
@@ -152,12 +153,15 @@ def _ais_start(init: str, fits: dict[str, LocalFamily], elbos: dict[str, Tensor]
         return best, detach_parameters(fits[best]())
 
 
+def ais_options(s: GapsConfig) -> AISOptions:
+    """The `gaps.ais_*` keys (`ais_chains`, `ais_temperatures`, `ais_leapfrog`) as `AISOptions`, through the one
+    table of AIS spellings (`vaelab.mcmc.options.ALIASES`); the other settings are `AISOptions`' defaults."""
+    return resolve(None, {k: v for k, v in asdict(s).items() if k in ALIASES})
+
+
 def _ais_bound(model, x: Tensor, start: Distribution | str, s: GapsConfig, progress: bool) -> Tensor:
     """AIS estimate `[B]` of log p(x) from `start` with the settings' chains, temperatures and leapfrog steps."""
-    result = ais(
-        model, x, chains=s.ais_chains, schedule=s.ais_temperatures, leapfrog_steps=s.ais_leapfrog, init=start,
-        progress=progress,
-    )  # fmt: skip
+    result = ais(model, x, ais_options(s), init=start, progress=progress)
     return result.log_likelihood.detach().cpu()
 
 

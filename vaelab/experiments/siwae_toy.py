@@ -37,7 +37,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from vaelab import runs
+from vaelab.app import runs
 from vaelab.config import Config, load_config
 from vaelab.data.toy_abs import NOISE_VARS, exact_log_marginal, exact_log_posterior
 from vaelab.errors import ConfigError, UserError

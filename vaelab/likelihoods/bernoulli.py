@@ -8,7 +8,6 @@ from torch import Tensor
 
 from vaelab.errors import DataError
 from vaelab.likelihoods.base import Likelihood
-from vaelab.registry import LIKELIHOODS
 
 
 class Bernoulli(Likelihood):
@@ -44,8 +43,3 @@ class Bernoulli(Likelihood):
                 "a Bernoulli likelihood needs binary data (0/1) but the data have other values; "
                 "use a binarized dataset (mnist_static, mnist) or likelihood: {type: gaussian} / discretized_logistic"
             )
-
-
-@LIKELIHOODS.register("bernoulli")
-def _bernoulli(event_shape: tuple[int, ...]) -> Bernoulli:
-    return Bernoulli(event_shape)

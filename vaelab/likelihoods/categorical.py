@@ -8,7 +8,6 @@ from torch import Tensor
 
 from vaelab.errors import ConfigError, DataError
 from vaelab.likelihoods.base import Likelihood
-from vaelab.registry import LIKELIHOODS
 
 
 class Categorical(Likelihood):
@@ -20,7 +19,7 @@ class Categorical(Likelihood):
 
     data_kind = "labels"
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int = 10) -> None:
         super().__init__(())
         if classes < 2:
             raise ConfigError(f"a categorical likelihood needs classes >= 2, got {classes}")
@@ -50,8 +49,3 @@ class Categorical(Likelihood):
                 f"labels range over {int(y.min())}..{int(y.max())} but the likelihood has {self.classes} classes; "
                 f"set likelihood.classes to {int(y.max()) + 1}"
             )
-
-
-@LIKELIHOODS.register("categorical")
-def _categorical(classes: int = 10) -> Categorical:
-    return Categorical(classes)

@@ -8,7 +8,6 @@ from torch import Tensor
 from vaelab.distributions import DiscretizedLogistic
 from vaelab.errors import DataError
 from vaelab.likelihoods.base import Likelihood
-from vaelab.registry import LIKELIHOODS
 
 
 class DiscretizedLogisticLikelihood(Likelihood):
@@ -46,10 +45,3 @@ class DiscretizedLogisticLikelihood(Likelihood):
                 f"the discretized logistic needs data on the grid k/{self.levels - 1} in [0, 1]; "
                 "use a grayscale dataset scaled to [0, 1] (e.g. freyfaces) or a gaussian likelihood"
             )
-
-
-@LIKELIHOODS.register("discretized_logistic")
-def _discretized_logistic(
-    event_shape: tuple[int, ...], levels: int = 256, min_log_scale: float = -7.0
-) -> DiscretizedLogisticLikelihood:
-    return DiscretizedLogisticLikelihood(event_shape, levels, min_log_scale)

@@ -9,7 +9,6 @@ from torch import Tensor, nn
 
 from vaelab.errors import ConfigError
 from vaelab.likelihoods.base import Likelihood
-from vaelab.registry import LIKELIHOODS
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -57,8 +56,3 @@ class Gaussian(Likelihood):
     def sample(self, params: Tensor) -> Tensor:
         loc, log_sigma = self._loc_log_sigma(params)
         return loc + torch.exp(log_sigma) * torch.randn_like(loc)
-
-
-@LIKELIHOODS.register("gaussian")
-def _gaussian(event_shape, variance: str = "learned", sigma: float = 1.0, min_log_sigma: float = -7.0) -> Gaussian:
-    return Gaussian(event_shape, variance, sigma, min_log_sigma)

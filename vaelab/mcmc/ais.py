@@ -22,10 +22,11 @@ memory does not grow with T. The loop over temperatures (and leapfrog steps) is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -33,8 +34,10 @@ from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from vaelab.errors import ConfigError
-from vaelab.mcmc.hmc import LogDensity, StepSizeAdaptation, hmc_step, initial_step_size, value_and_grad
-from vaelab.mcmc.schedules import as_schedule
+from vaelab.mcmc import kernel
+from vaelab.mcmc.adaptation import StepSizeAdaptation, initial_step_size
+from vaelab.mcmc.integrator import LogDensity, value_and_grad
+from vaelab.mcmc.options import AISOptions, resolve
 from vaelab.objectives.bounds import delta_method_se, logmeanexp
 
 
@@ -310,22 +313,17 @@ def anneal(
             eps = initial_step_size(schedule[t - 1], z)
         logp, grad, increment = _start(path, z, b[t - 1], b[t], logp_prev)
         log_w += increment
-        step = hmc_step(z, lambda v, beta=b[t]: path(v, beta), eps, leapfrog_steps, logp, grad, jitter)
-        z, logp_prev = step.z, step.log_density
-        acceptance[t - 1] = step.accept_prob.mean()
+        state = kernel.HMCState(z, logp, grad)
+        state, info = kernel.step(state, lambda v, beta=b[t]: path(v, beta), eps, leapfrog_steps, jitter)
+        z, logp_prev = state.z, state.log_density
+        acceptance[t - 1] = info.accept_prob.mean()
         step_sizes[t - 1] = eps.mean((0, 2))
         if adaptation is not None:
-            eps = adaptation.update(eps, step.accept_prob)
+            eps = adaptation.update(eps, info.accept_prob)
         if not bar.disable and (t % refresh == 0 or t == len(b) - 1):
             bar.set_postfix(acc=f"{float(acceptance[t - 1]):.3f}", eps=f"{float(eps.mean()):.3g}", refresh=False)
     bar.close()
     return AISResult(log_w, z, acceptance, eps, step_sizes, reverse=b[-1] < b[0])
-
-
-def _adaptation(adapt: str | None, target_acceptance: float, rate: float, step_size_range: tuple[float, float]):
-    if adapt is None:
-        return None
-    return StepSizeAdaptation(target_acceptance, rate, step_size_range[0], step_size_range[1], adapt)
 
 
 def _step_for_batch(step_size: float | Tensor, sl: slice, B: int) -> float | Tensor:
@@ -349,170 +347,113 @@ def _merge(parts: list[AISResult], sizes: list[int]) -> AISResult:
     )
 
 
-def _run(
-    model,
-    x: Tensor,
-    start: Callable[[slice, Callable[[int], Tensor], int], Tensor],
-    chains: int,
-    betas: Tensor,
-    leapfrog_steps: int,
-    init: str | Distribution,
-    step_size: float | Tensor,
-    adaptation: StepSizeAdaptation | None,
-    jitter: float,
-    pilot_chains: int,
-    batch_size: int | None,
-    progress: bool,
-    desc: str,
-) -> AISResult:
-    """`anneal` over data batches: per batch, the path from `init` and n chains `start(batch, sample_init, n)`;
-    with `pilot_chains`, first a pilot run whose per-temperature step sizes the main run then uses fixed."""
+#: Where a batch's chains start: (data batch, sampler of the initial distribution `n -> [n, B, D]`, n) -> `[n, b, D]`.
+Start = Callable[[slice, Callable[[int], Tensor], int], Tensor]
+
+
+def _run(model, x: Tensor, start: Start, o: AISOptions, reverse: bool, progress: bool, desc: str) -> AISResult:
+    """`anneal` over data batches of `o.batch_size`: per batch, the path from `o.init` and `o.chains` chains
+    `start(batch, sample_init, n)`; with `o.pilot_chains`, first a pilot run whose per-temperature step sizes the
+    main run then uses fixed. `reverse` runs the schedule from beta = 1 down to 0."""
+    if o.replicates != 1:
+        raise ConfigError(f"AIS replicates={o.replicates}: run them with ais_replicates (or vaelab.ais)")
     B = x.shape[0]
-    batch_size = B if batch_size is None else batch_size
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(init, Distribution) and batch_size < B:
+    batch_size = B if o.batch_size is None else o.batch_size
+    if isinstance(o.init, Distribution) and batch_size < B:
         raise ConfigError("AIS with an explicit initial distribution cannot batch the data; pass batch_size=None")
-    if pilot_chains and adaptation is None:
-        raise ConfigError("a pilot run tunes step sizes: it needs step-size adaptation (adapt not None)")
+    betas = o.betas().flip(0) if reverse else o.betas()
+    adaptation = o.adaptation()
     parts, sizes = [], []
     starts = range(0, B, batch_size)
-    for i, first in enumerate(starts):
-        sl = slice(first, min(first + batch_size, B))
-        path, sample_init = model_path(model, x[sl], init)
-        name = desc if len(starts) == 1 else f"{desc} {i + 1}/{len(starts)}"
-        step, adapt = _step_for_batch(step_size, sl, B), adaptation
-        if pilot_chains:  # tune on independent chains, then run with their step sizes fixed: AIS stays exact
-            pilot_z = start(sl, sample_init, pilot_chains)
-            pilot = anneal(path, pilot_z, betas, leapfrog_steps, step, adaptation, jitter, progress, f"{name} (pilot)")
-            step, adapt = pilot.step_sizes[:, None, :, None], None
-        z0 = start(sl, sample_init, chains)
-        parts.append(anneal(path, z0, betas, leapfrog_steps, step, adapt, jitter, progress, name))
-        sizes.append(sl.stop - sl.start)
+    with o.random_state(x.device):
+        for i, first in enumerate(starts):
+            sl = slice(first, min(first + batch_size, B))
+            path, sample_init = model_path(model, x[sl], o.init)
+            name = desc if len(starts) == 1 else f"{desc} {i + 1}/{len(starts)}"
+            step, adapt = _step_for_batch(o.step_size, sl, B), adaptation
+            if o.pilot_chains:  # tune on independent chains, then run with their step sizes fixed: AIS stays exact
+                pilot_z = start(sl, sample_init, o.pilot_chains)
+                pilot = anneal(
+                    path, pilot_z, betas, o.leapfrog, step, adaptation, o.jitter, progress, f"{name} (pilot)"
+                )
+                step, adapt = pilot.step_sizes[:, None, :, None], None
+            z0 = start(sl, sample_init, o.chains)
+            parts.append(anneal(path, z0, betas, o.leapfrog, step, adapt, o.jitter, progress, name))
+            sizes.append(sl.stop - sl.start)
     return _merge(parts, sizes)
 
 
 @torch.no_grad()
 def ais(
-    model,
-    x: Tensor,
-    chains: int = 16,
-    schedule: int | Sequence[float] | Tensor = 1000,
-    leapfrog_steps: int = 10,
-    init: str | Distribution = "prior",
-    step_size: float | Tensor = 0.1,
-    target_acceptance: float = 0.65,
-    adapt: str | None = "data",
-    adapt_rate: float = 0.1,
-    step_size_range: tuple[float, float] = (1e-4, 1.0),
-    jitter: float = 0.2,
-    pilot_chains: int = 0,
-    batch_size: int | None = None,
-    progress: bool = True,
+    model: Any, x: Tensor, options: AISOptions | str | None = None, *, progress: bool = True, **settings: Any
 ) -> AISResult:
-    """AIS estimate of log p(x) for `x` `[B, *event]` with `chains` chains per data point, all moved at once.
+    """AIS estimate of log p(x) for `x` `[B, *event]` with `options.chains` chains per data point, all moved at once
+    (module docstring; AIWAE eqs. 7-8, Algorithm 1): log (1/C) sum_c w_c, a stochastic lower bound of log p(x).
 
-    - `schedule`: betas `[T]` (see `vaelab.mcmc.schedules`) or an int T for `linear(T)`.
-    - `init`: "prior" (f_t = p(z) p(x|z)^beta_t; encoder-independent, as Cremer et al. 2018), "posterior"
-      (f_t = q^(1-beta_t) p(x, z)^beta_t, AIWAE) or a distribution with batch `[B]`, event `[D]`.
-    - Step sizes start at `step_size` (float, `[C|1, B|1, 1]`, or a fixed schedule `[T-1, C|1, B|1, 1]`) and
-      adapt toward `target_acceptance` (`StepSizeAdaptation`) averaged per `adapt` ("data": over each point's
-      chains, as Wu et al. 2017; "all"; None: fixed; "chain" biases the estimate, see `anneal`) within
-      `step_size_range`, and are jittered by
-      U(1 - jitter, 1 + jitter) per chain and transition (`hmc_step`; halves var log w on the 50-D test).
-    - `pilot_chains` > 0: tune the step sizes on that many independent chains first and run the `chains` with
-      the pilot's per-temperature step sizes fixed, so that no chain's kernel depends on its own past (exact AIS).
-    - `batch_size`: run the data points in batches of this size, one after another (memory).
+    `options`: an `AISOptions` (or a preset name; default `AISOptions()`), which says every setting: schedule,
+    leapfrog steps, initial distribution (prior, the model's q, or a Distribution), step size and its adaptation,
+    jitter, pilot chains, data batches, seed. `settings` override its fields by name or by any of their other
+    spellings (`vaelab.mcmc.options.resolve`): `ais(model, x, chains=4, temps=20)`. `model` needs `posterior(x)`,
+    `log_joint(x, z)` and, for init "prior", `prior` (`sample`, `log_prob`) and `log_likelihood(x, z)`.
 
     Returns an `AISResult`: log-weights `[C, B]`, `log_likelihood` `[B]`, `ess` `[B]`, final z `[C, B, D]`.
+
+    >>> import torch
+    >>> from vaelab.mcmc import AISOptions, ais
+    >>> from vaelab.models import LinearGaussian
+    >>> model = LinearGaussian.random(3, 2, dtype=torch.float64)
+    >>> ais(model, torch.randn(5, 3, dtype=torch.float64), AISOptions(chains=8, temps=20), progress=False).z.shape
+    torch.Size([8, 5, 2])
     """
-    adaptation = _adaptation(adapt, target_acceptance, adapt_rate, step_size_range)
-    return _run(
-        model,
-        x,
-        lambda sl, sample_init, n: sample_init(n),
-        chains,
-        as_schedule(schedule),
-        leapfrog_steps,
-        init,
-        step_size,
-        adaptation,
-        jitter,
-        pilot_chains,
-        batch_size,
-        progress,
-        "AIS",
-    )
+    o = resolve(options, settings)
+    return _run(model, x, lambda sl, sample_init, n: sample_init(n), o, False, progress, "AIS")
 
 
 @torch.no_grad()
-def ais_replicates(model, x: Tensor, replicates: int = 1, batch_size: int | None = None, **options) -> ReplicatedAIS:
-    """`replicates` independent runs of `ais(model, x, **options)` as one: the B points `x` `[B, *event]` repeated
-    point-major into `[B * R, *event]`, so that every replicate has its own chains, step-size adaptation and pilot,
-    as R separate calls would, and all are annealed together. `batch_size` counts data points (each batch anneals
-    `batch_size * R` rows); `options` as `ais` (an `init` distribution or a per-point step-size tensor cannot be
-    repeated: replicates then raise `ConfigError`). Returns a `ReplicatedAIS`."""
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 1:
-        raise ConfigError(f"AIS replicates must be an integer >= 1, got {replicates!r}")
-    if replicates > 1 and (
-        isinstance(options.get("init"), Distribution) or isinstance(options.get("step_size"), Tensor)
-    ):
+def ais_replicates(
+    model: Any, x: Tensor, options: AISOptions | str | None = None, *, progress: bool = True, **settings: Any
+) -> ReplicatedAIS:
+    """`options.replicates` (R) independent runs of `ais(model, x, options)` as one: the B points `x` `[B, *event]`
+    repeated point-major into `[B * R, *event]`, so that every replicate has its own chains, step-size adaptation
+    and pilot, as R separate calls would, and all are annealed together. `options.batch_size` counts data points
+    (each batch anneals `batch_size * R` rows); an `init` distribution or a per-point step-size tensor cannot be
+    repeated: replicates then raise `ConfigError`. `settings` as `ais`. Returns a `ReplicatedAIS`."""
+    o = resolve(options, settings)
+    R = o.replicates
+    if R > 1 and (isinstance(o.init, Distribution) or isinstance(o.step_size, Tensor)):
         raise ConfigError("AIS replicates need init 'prior' or 'posterior' and a float step_size")
-    rows = x.repeat_interleave(replicates, 0) if replicates > 1 else x
-    result = ais(model, rows, batch_size=None if batch_size is None else batch_size * replicates, **options)
-    return ReplicatedAIS(result, replicates)
+    rows = x.repeat_interleave(R, 0) if R > 1 else x
+    batch = None if o.batch_size is None else o.batch_size * R
+    result = ais(model, rows, dataclasses.replace(o, replicates=1, batch_size=batch), progress=progress)
+    return ReplicatedAIS(result, R)
 
 
 @torch.no_grad()
 def reverse_ais(
-    model,
+    model: Any,
     x: Tensor,
     z_posterior: Tensor,
-    chains: int = 16,
-    schedule: int | Sequence[float] | Tensor = 1000,
-    leapfrog_steps: int = 10,
-    init: str | Distribution = "prior",
-    step_size: float | Tensor = 0.1,
-    target_acceptance: float = 0.65,
-    adapt: str | None = "data",
-    adapt_rate: float = 0.1,
-    step_size_range: tuple[float, float] = (1e-4, 1.0),
-    jitter: float = 0.2,
-    pilot_chains: int = 0,
-    batch_size: int | None = None,
+    options: AISOptions | str | None = None,
+    *,
     progress: bool = True,
+    **settings: Any,
 ) -> AISResult:
     """Reverse AIS (Grosse, Ghahramani & Adams 2015): start from exact posterior samples `z_posterior` (`[B, D]`,
-    shared by the chains of each data point, or `[C, B, D]`) and run `schedule` backwards from p(z | x) to the
-    initial distribution of `init`. Each chain's weight prod_t f_{t-1}(z_t) / f_t(z_t) has mean 1 / p(x), so
-    `result.log_likelihood` = -log (1/C) sum_c w_c is a stochastic upper bound of log p(x).
-    Options as `ais` (a pilot run starts from the same posterior samples); returns an `AISResult` with
-    `reverse=True` whose per-temperature fields run from beta = 1 down to 0.
+    shared by the chains of each data point, or `[C, B, D]`) and run the schedule of `options` backwards from
+    p(z | x) to its initial distribution `init`. Each chain's weight prod_t f_{t-1}(z_t) / f_t(z_t) has mean
+    1 / p(x), so `result.log_likelihood` = -log (1/C) sum_c w_c is a stochastic upper bound of log p(x).
+    `options` and `settings` as `ais` (a pilot run starts from the same posterior samples); returns an `AISResult`
+    with `reverse=True` whose per-temperature fields run from beta = 1 down to 0.
     """
+    o = resolve(options, settings)
     B = x.shape[0]
     if z_posterior.dim() == 2:
         z_posterior = z_posterior.unsqueeze(0)
-    if z_posterior.dim() != 3 or z_posterior.shape[1] != B or z_posterior.shape[0] not in (1, chains):
+    if z_posterior.dim() != 3 or z_posterior.shape[1] != B or z_posterior.shape[0] not in (1, o.chains):
         raise ConfigError(f"z_posterior must be [B, D] or [chains, B, D] with B = {B}, got {list(z_posterior.shape)}")
     n_post = z_posterior.shape[0]
 
     def start(sl: slice, sample_init, n: int) -> Tensor:
         return z_posterior[torch.arange(n, device=z_posterior.device) % n_post][:, sl]
 
-    adaptation = _adaptation(adapt, target_acceptance, adapt_rate, step_size_range)
-    return _run(
-        model,
-        x,
-        start,
-        chains,
-        as_schedule(schedule).flip(0),
-        leapfrog_steps,
-        init,
-        step_size,
-        adaptation,
-        jitter,
-        pilot_chains,
-        batch_size,
-        progress,
-        "reverse AIS",
-    )
+    return _run(model, x, start, o, True, progress, "reverse AIS")

@@ -9,19 +9,32 @@ error of forward AIS with that schedule on data like x.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
 
+from vaelab.errors import ConfigError
 from vaelab.mcmc.ais import AISResult, ais, reverse_ais
+from vaelab.mcmc.options import AISOptions, resolve
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """A model that draws its own joint samples: `simulate(n)` -> (x `[n, *event]`, z* `[n, D]`), z* ~ p(z) and
+    x ~ p(x | z*) (e.g. `vaelab.adapters.pythae.PythaeModel`)."""
+
+    def simulate(self, n: int) -> tuple[Tensor, Tensor]: ...
 
 
 @torch.no_grad()
-def simulate(model, n: int) -> tuple[Tensor, Tensor]:
-    """n draws from the model: z* ~ p(z) `[n, D]` and x ~ p(x | z*) `[n, *event]` (a sample, not the mean)."""
+def simulate(model: Any, n: int) -> tuple[Tensor, Tensor]:
+    """n draws from the model: x ~ p(x | z*) `[n, *event]` (a sample, not the mean) and z* ~ p(z) `[n, D]`; a
+    `Simulator` draws its own, any other model through `prior.sample`, `decode` and `likelihood.sample`."""
+    if isinstance(model, Simulator):
+        return model.simulate(n)
     z = model.prior.sample(n)
     return model.likelihood.sample(model.decode(z)), z
 
@@ -66,42 +79,26 @@ class BDMCResult:
 
 @torch.no_grad()
 def bdmc(
-    model,
+    model: Any,
     x: Tensor,
     z_star: Tensor,
-    chains: int = 16,
-    schedule: int | Sequence[float] | Tensor = 1000,
-    leapfrog_steps: int = 10,
-    init: str | Distribution = "prior",
-    step_size: float = 0.1,
-    target_acceptance: float = 0.65,
-    adapt: str | None = "data",
-    adapt_rate: float = 0.1,
-    step_size_range: tuple[float, float] = (1e-4, 1.0),
-    jitter: float = 0.2,
-    pilot_chains: int = 0,
-    batch_size: int | None = None,
+    options: AISOptions | str | None = None,
+    *,
     progress: bool = True,
+    **settings: Any,
 ) -> BDMCResult:
     """Sandwich log p(x) for simulated data `x` `[B, *event]` with its generating latents `z_star` (`[B, D]`
     from `simulate`, or `[C, B, D]` exact posterior samples). Forward AIS runs first; the reverse chains start
     from z* with the forward run's final step sizes (averaged over its chains), which suit p(z | x), unless
-    `pilot_chains` tunes a schedule for each direction. Options as `vaelab.mcmc.ais`.
+    `pilot_chains` tunes a schedule for each direction. `options` and `settings` as `vaelab.mcmc.ais`; with a
+    `seed`, the reverse run uses `seed + 1`.
     """
-    options = dict(
-        chains=chains,
-        schedule=schedule,
-        leapfrog_steps=leapfrog_steps,
-        init=init,
-        target_acceptance=target_acceptance,
-        adapt=adapt,
-        adapt_rate=adapt_rate,
-        step_size_range=step_size_range,
-        jitter=jitter,
-        pilot_chains=pilot_chains,
-        batch_size=batch_size,
-        progress=progress,
+    o = resolve(options, settings)
+    if o.replicates != 1:
+        raise ConfigError("BDMC runs one forward and one reverse AIS per point: drop replicates (the gap bounds it)")
+    forward = ais(model, x, o, progress=progress)
+    back = dataclasses.replace(
+        o, step_size=forward.step_size.mean(0, keepdim=True), seed=None if o.seed is None else o.seed + 1
     )
-    forward = ais(model, x, step_size=step_size, **options)
-    reverse = reverse_ais(model, x, z_star, step_size=forward.step_size.mean(0, keepdim=True), **options)
+    reverse = reverse_ais(model, x, z_star, back, progress=progress)
     return BDMCResult(forward, reverse)

@@ -24,6 +24,7 @@ from vaelab.errors import ConfigError
 from vaelab.models.vae import VAE
 from vaelab.posteriors.conditional import CategoricalGaussian
 from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
+from vaelab.protocols import ReadsCategory
 
 DECODER_INPUTS = ("z_and_c", "z")
 
@@ -71,8 +72,8 @@ def is_cpvae(model: nn.Module) -> bool:
 
 
 def reads_category(model: nn.Module) -> bool:
-    """Whether the model's decoder reads c (p(x | z, c), a `CPVAE`)."""
-    return isinstance(model, CPVAE)
+    """Whether the model's decoder reads c (p(x | z, c), e.g. a `CPVAE`): `vaelab.protocols.ReadsCategory`."""
+    return isinstance(model, ReadsCategory)
 
 
 def one_hot(categories: Tensor, k: int, like: Tensor) -> Tensor:

@@ -13,20 +13,17 @@ With a PixelCNN decoder (`PixelHVAE`) p(x | z1, z2) is autoregressive in x.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Size, Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from vaelab.errors import ConfigError
 from vaelab.likelihoods import Likelihood
 from vaelab.models.vae import VAE
 from vaelab.nets.pixelcnn import PixelCNN
 from vaelab.posteriors import PosteriorFamily
 from vaelab.priors import Prior
-from vaelab.registry import LIKELIHOODS, MODELS, NETWORKS, POSTERIORS
 
 
 class Join(nn.Module):
@@ -221,72 +218,3 @@ class PixelHVAE(HVAE):
     def reconstruct(self, x: Tensor) -> Tensor:
         """Conditional means (as in `sample`) along an image drawn from p(x | z) at z ~ q(z | x), `[B, *event]`."""
         return self._draw(self.posterior(x).sample(), mean=True)
-
-
-# --- the builder ----------------------------------------------------------------------------------------------
-_Q_Z1 = {
-    "x": {"type": "gated_mlp", "hidden": [300]},
-    "z2": {"type": "gated_mlp", "hidden": [300]},
-    "joint": {"type": "gated_mlp", "hidden": [300]},
-}
-_P_X = {"z1": {"type": "gated_mlp", "hidden": [300]}, "z2": {"type": "gated_mlp", "hidden": [300]}}
-_P_Z1 = {"type": "gated_mlp", "hidden": [300, 300]}
-
-
-def _sections(name: str, given: dict | None, defaults: dict) -> dict:
-    """`given` network sections over `defaults`; ConfigError for unknown parts or a missing `type`."""
-    given = dict(given or {})
-    for key, section in given.items():
-        if key not in defaults:
-            raise ConfigError(f"model.options.{name} has no part {key!r}; its parts: {', '.join(defaults)}")
-        if not isinstance(section, dict) or "type" not in section:
-            raise ConfigError(f"model.options.{name}.{key} must be a network section with a 'type' key")
-    return {**defaults, **given}
-
-
-@MODELS.register("hvae")
-def _hvae(
-    event_shape: tuple[int, ...],
-    latent_dim: int,
-    encoder: dict,
-    decoder: dict,
-    posterior: dict,
-    prior: dict,
-    likelihood: dict,
-    train_data: Tensor | None = None,
-    latent_dim2: int = 40,
-    q_z1: dict | None = None,
-    p_z1: dict | None = None,
-    p_x: dict | None = None,
-) -> HVAE:
-    """HVAE from the model section: `latent_dim` is D1 (z1), `options.latent_dim2` D2 (z2); `encoder` is the
-    body of q(z2 | x); `posterior` the Gaussian head of q(z2 | x), q(z1 | x, z2) and p(z1 | z2); `prior` is p(z2);
-    `decoder` the joint part of p(x | z1, z2) (a `pixelcnn` gives a PixelHVAE). Options `q_z1: {x, z2, joint}`,
-    `p_z1` and `p_x: {z1, z2}` are the other networks (defaults: the paper's gated MLPs with 300 units)."""
-    from vaelab.build import _amortized, _prior, _split  # here, not at the top: vaelab.build imports this package
-
-    q_z1, p_x = _sections("q_z1", q_z1, _Q_Z1), _sections("p_x", p_x, _P_X)
-    if p_z1 is not None and (not isinstance(p_z1, dict) or "type" not in p_z1):
-        raise ConfigError("model.options.p_z1 must be a network section with a 'type' key")
-    p_z1 = p_z1 or _P_Z1
-    d1, d2, data_dim = latent_dim, latent_dim2, math.prod(event_shape)
-
-    def net(section: dict, n_in: int, n_out: int | None = None) -> nn.Module:
-        return NETWORKS.build(*_split(section), in_features=n_in, out_features=n_out, event_shape=event_shape)
-
-    def head(n_in: int, latent: int) -> PosteriorFamily:
-        return POSTERIORS.build(*_split(posterior), in_features=n_in, latent_dim=latent)
-
-    lik = LIKELIHOODS.build(*_split(likelihood), event_shape=event_shape)
-    q2 = _amortized(event_shape, d2, encoder, posterior)  # q(z2 | x)
-    enc, post2 = q2.encoder, q2.family
-    qx, qz = net(q_z1["x"], data_dim), net(q_z1["z2"], d2)  # q(z1 | x, z2)
-    q1 = Join(qx, qz, net(q_z1["joint"], qx.out_features + qz.out_features))
-    top = _prior(prior, d2, event_shape, q2, train_data)
-    body = net(p_z1, d2)  # p(z1 | z2)
-    pri = HierarchicalPrior(top, body, head(body.out_features, d1))
-    b1, b2 = net(p_x["z1"], d1), net(p_x["z2"], d2)  # p(x | z1, z2)
-    dec = net(decoder, b1.out_features + b2.out_features, lik.num_outputs)
-    if getattr(dec, "autoregressive", False):
-        return PixelHVAE(enc, post2, q1, head(q1.out_features, d1), pri, Join(b1, b2), dec, lik)
-    return HVAE(enc, post2, q1, head(q1.out_features, d1), pri, Join(b1, b2, dec), lik)

@@ -30,8 +30,8 @@ class VAE(nn.Module):
       `context=F`); `prior` a name, a `Prior`, a torch Distribution over `[D]` or a module returning one;
       `decoder` maps z `[N, D]` to likelihood parameters `[N, *param_shape]` or flat `[N, prod(param_shape)]`;
       `likelihood` a name ("bernoulli", "gaussian", ...) or an object. F and D are found by dry runs on zeros
-      (`vaelab.models.components`), so only `latent_dim` may be needed (a posterior or prior given by name).
-    * From built vaelab parts, without `event_shape` (the form `vaelab.build` and the config files use): the
+      (`vaelab.config.parts`), so only `latent_dim` may be needed (a posterior or prior given by name).
+    * From built vaelab parts, without `event_shape` (the form `vaelab.config.build` and the config files use): the
       encoder reads x flattened to `[B, prod(event)]` and the decoder any `[..., D]`; nothing is checked.
 
     `flatten` overrides whether the encoder reads x flattened.
@@ -63,7 +63,7 @@ class VAE(nn.Module):
         self.flatten = event_shape is None if flatten is None else flatten
         self._2d_decoder = event_shape is not None  # own decoders see z [N, D]; vaelab's take any [..., D]
         if event_shape is not None:
-            from vaelab.models.components import resolve_parts
+            from vaelab.config.parts import resolve_parts
 
             parts = resolve_parts(encoder, posterior, prior, decoder, likelihood, latent_dim, event_shape, self.flatten)
             encoder, posterior, prior, decoder, likelihood = parts

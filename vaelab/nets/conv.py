@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from vaelab.errors import ConfigError
 from vaelab.nets.mlp import GatedDense
-from vaelab.registry import NETWORKS
 
 
 def image_shape(event_shape: Sequence[int], what: str) -> tuple[int, int, int]:
@@ -63,9 +62,9 @@ class GatedConvEncoder(nn.Module):
     def __init__(
         self,
         event_shape: Sequence[int],
-        channels: Sequence[int],
-        kernels: Sequence[int],
-        strides: Sequence[int],
+        channels: Sequence[int] = (32, 32, 64, 64, 6),
+        kernels: Sequence[int] = (7, 3, 5, 3, 3),
+        strides: Sequence[int] = (1, 2, 1, 2, 1),
         out_features: int | None = None,
     ) -> None:
         super().__init__()
@@ -102,8 +101,8 @@ class GatedConvDecoder(nn.Module):
         in_features: int,
         out_features: int | None,
         event_shape: Sequence[int],
-        channels: Sequence[int],
-        kernel: int,
+        channels: Sequence[int] = (64, 64, 64, 64),
+        kernel: int = 3,
         dense_channels: int | None = None,
     ) -> None:
         super().__init__()
@@ -130,32 +129,3 @@ class GatedConvDecoder(nn.Module):
         if self.head is not None:
             h = self.head(h)
         return h.reshape(*lead, self.out_features)
-
-
-@NETWORKS.register("gated_conv_encoder")
-def _gated_conv_encoder(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    channels: Sequence[int] = (32, 32, 64, 64, 6),
-    kernels: Sequence[int] = (7, 3, 5, 3, 3),
-    strides: Sequence[int] = (1, 2, 1, 2, 1),
-) -> GatedConvEncoder:
-    if in_features != math.prod(event_shape):
-        raise ConfigError(
-            f"gated_conv_encoder reads images of {math.prod(event_shape)} pixels but is given {in_features} inputs; "
-            "use it on x, and an MLP on latents"
-        )
-    return GatedConvEncoder(event_shape, list(channels), list(kernels), list(strides), out_features)
-
-
-@NETWORKS.register("gated_conv_decoder")
-def _gated_conv_decoder(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    channels: Sequence[int] = (64, 64, 64, 64),
-    kernel: int = 3,
-    dense_channels: int | None = None,
-) -> GatedConvDecoder:
-    return GatedConvDecoder(in_features, out_features, event_shape, list(channels), kernel, dense_channels)

@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.errors import ConfigError
-from vaelab.registry import NETWORKS
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -55,7 +54,11 @@ class MLP(_Flat):
     """
 
     def __init__(
-        self, in_features: int, hidden: Sequence[int], out_features: int | None = None, activation: str = "relu"
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (300, 300),
+        out_features: int | None = None,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -85,7 +88,7 @@ class GatedDense(nn.Module):
 class GatedMLP(_Flat):
     """Stack of `GatedDense` layers (VampPrior section 5.1: 2 x 300 gated units), optional linear head."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int | None = None) -> None:
+    def __init__(self, in_features: int, hidden: Sequence[int] = (300, 300), out_features: int | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
@@ -97,19 +100,3 @@ class GatedMLP(_Flat):
             width = out_features
         self.body = nn.Sequential(*layers)
         self.out_features = width
-
-
-@NETWORKS.register("mlp")
-def _mlp(in_features: int, out_features: int | None, hidden: Sequence[int] = (300, 300), activation: str = "relu"):
-    return MLP(in_features, list(hidden), out_features, activation)
-
-
-@NETWORKS.register("gated_mlp")
-def _gated_mlp(in_features: int, out_features: int | None, hidden: Sequence[int] = (300, 300)):
-    return GatedMLP(in_features, list(hidden), out_features)
-
-
-@NETWORKS.register("linear")
-def _linear(in_features: int, out_features: int | None):
-    """A single affine map (or the identity as an encoder body, whose head then makes it affine)."""
-    return MLP(in_features, [], out_features)

@@ -27,7 +27,6 @@ from vaelab.errors import ConfigError
 from vaelab.likelihoods.base import Likelihood
 from vaelab.nets.conv import image_shape, to_images
 from vaelab.nets.mlp import GatedDense
-from vaelab.registry import NETWORKS
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -147,18 +146,3 @@ class PixelCNN(nn.Module):
             params[:, :, i, j] = window[:, :, -1, j - left]
             x[:, :, i, j] = likelihood.sample(params[:, :, i, j].reshape(pixel_shape)).reshape(n, -1)
         return x.reshape(*lead, *self.shape), params.reshape(*lead, *likelihood.param_shape)
-
-
-@NETWORKS.register("pixelcnn")
-def _pixelcnn(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    channels: int = 64,
-    layers: int = 8,
-    kernel: int = 3,
-    cond_channels: int = 2,
-) -> PixelCNN:
-    if out_features is None:
-        raise ConfigError("pixelcnn is a decoder (it outputs likelihood parameters); use it as model.decoder")
-    return PixelCNN(event_shape, in_features, out_features, channels, layers, kernel, cond_channels)

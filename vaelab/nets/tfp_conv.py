@@ -14,7 +14,6 @@ images (any H, W divisible by 4). `b` = `base_depth` (32), activation leaky ReLU
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -22,7 +21,6 @@ from torch import Tensor, nn
 from vaelab.errors import ConfigError
 from vaelab.nets.conv import image_shape, to_images
 from vaelab.nets.mlp import _activation
-from vaelab.registry import NETWORKS
 
 
 def _act(name: str) -> nn.Module:
@@ -80,32 +78,3 @@ class TFPConvDecoder(nn.Module):
         lead = z.shape[:-1]
         out = self.body(z.reshape(-1, z.shape[-1], 1, 1))
         return out.reshape(*lead, self.out_features)
-
-
-@NETWORKS.register("tfp_conv_encoder")
-def _tfp_conv_encoder(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    base_depth: int = 32,
-    features: int = 64,
-    activation: str = "leaky_relu",
-) -> nn.Module:
-    if in_features != math.prod(event_shape):
-        raise ConfigError(f"tfp_conv_encoder reads images of {math.prod(event_shape)} pixels, not {in_features} inputs")
-    if out_features is not None:
-        raise ConfigError("tfp_conv_encoder is an encoder body (the posterior adds the head); use it as model.encoder")
-    return TFPConvEncoder(event_shape, base_depth, features, activation)
-
-
-@NETWORKS.register("tfp_conv_decoder")
-def _tfp_conv_decoder(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    base_depth: int = 32,
-    activation: str = "leaky_relu",
-) -> nn.Module:
-    if out_features is None:
-        raise ConfigError("tfp_conv_decoder maps latents to the likelihood's parameters; use it as model.decoder")
-    return TFPConvDecoder(in_features, out_features, event_shape, base_depth, activation)

@@ -10,15 +10,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from vaelab.errors import ConfigError
 from vaelab.nets.conv import image_shape, to_images
-from vaelab.registry import NETWORKS
 
 
 class Columns(nn.Module):
@@ -49,41 +46,3 @@ class AffineSkip(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.body(z) + self.skip(z)
-
-
-def _body(body: dict | None, what: str, **context) -> nn.Module:
-    if not isinstance(body, dict) or "type" not in body:
-        raise ConfigError(f"the {what} network needs body: {{type: ..., ...}} (e.g. {{type: mlp, hidden: [128]}})")
-    options = dict(body)
-    return NETWORKS.build(options.pop("type"), options, **context)
-
-
-@NETWORKS.register("columns")
-def _columns(
-    in_features: int,
-    out_features: int | None,
-    event_shape: tuple[int, ...],
-    columns: Sequence[int] = (14,),
-    body: dict | None = None,
-) -> Columns:
-    c, h, w = image_shape(event_shape, "the columns network")
-    if in_features != c * h * w:
-        raise ConfigError(
-            f"the columns network reads images of {c * h * w} pixels, not {in_features} inputs; use it on x"
-        )
-    columns = list(columns)
-    if not columns or any(not 0 <= j < w for j in columns):
-        raise ConfigError(f"columns must be a non-empty list of column indices in 0..{w - 1}, got {columns}")
-    kept = (c, h, len(columns))
-    net = _body(body, "columns", in_features=math.prod(kept), out_features=out_features, event_shape=kept)
-    return Columns(event_shape, columns, net)
-
-
-@NETWORKS.register("affine_skip")
-def _affine_skip(
-    in_features: int, out_features: int | None, event_shape: tuple[int, ...], body: dict | None = None
-) -> AffineSkip:
-    if out_features is None:
-        raise ConfigError("affine_skip adds an affine map to a decoder's outputs; use it as a decoder")
-    net = _body(body, "affine_skip", in_features=in_features, out_features=out_features, event_shape=event_shape)
-    return AffineSkip(net, in_features, out_features)

@@ -31,7 +31,6 @@ from vaelab.errors import ConfigError
 from vaelab.mcmc.hmc import StepSizeAdaptation
 from vaelab.mcmc.schedules import make_schedule
 from vaelab.objectives.bounds import ELBO, Objective, logmeanexp
-from vaelab.registry import OBJECTIVES
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -200,6 +199,3 @@ class AIWAE(Objective):
             f"AIWAE(chains={self.chains}, temperatures={self.temperatures}, leapfrog_steps={self.leapfrog_steps}, "
             f"schedule={self.schedule!r})"
         )
-
-
-OBJECTIVES.register("aiwae")(AIWAE)  # options: the constructor's arguments

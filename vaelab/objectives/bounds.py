@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vaelab.registry import OBJECTIVES
+from vaelab.protocols import AuxiliarySampler
 
 
 def logmeanexp(t: Tensor, dim: int = 0) -> Tensor:
@@ -59,7 +59,7 @@ class LogWeights:
 def has_auxiliary_sampler(q: Distribution) -> bool:
     """Whether q is an auxiliary-variable family whose marginal log q(z | x) is intractable and which offers
     `rsample_and_log_prob(sample_shape) -> (z, log_q)` instead (the auxiliary flow, Cremer et al. 2018 eq. 14)."""
-    return hasattr(q, "rsample_and_log_prob")
+    return isinstance(q, AuxiliarySampler)
 
 
 def rsample_and_log_prob(q: Distribution, samples: int) -> tuple[Tensor, Tensor]:
@@ -84,12 +84,43 @@ def sample_log_weights(model, x: Tensor, samples: int, q: Distribution | None = 
 
 
 class Objective:
-    """A bound to maximise: `objective(model, x, beta, entropy_weight)` -> per-data-point values `[B]`."""
+    """A bound to maximise: `objective(model, x, beta, entropy_weight)` -> per-data-point values `[B]`.
+
+    The trainer calls the optional hooks below at fixed points; each has a no-op default, so an objective
+    overrides only those it needs (AIWAE: `param_groups`, `epoch_metrics`, `state_dict`; CP-VAE: `set_epoch`).
+
+    >>> import torch, vaelab
+    >>> class Half(vaelab.Objective):
+    ...     def __call__(self, model, x, beta=1.0, entropy_weight=1.0):
+    ...         return 0.5 * vaelab.ELBO()(model, x, beta, entropy_weight)
+    >>> Half().epoch_metrics(), Half().burn_in_epochs
+    ({}, 0)
+    """
 
     name: str = "objective"
+    #: Epochs of SIWAE's burn-in (`vaelab.train.burn_in`) before training; 0: none.
+    burn_in_epochs: int = 0
 
     def __call__(self, model, x: Tensor, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
         raise NotImplementedError
+
+    def param_groups(self, model: nn.Module) -> list[dict] | None:
+        """Optimiser parameter groups, each may carry an `lr_scale`; None (default): one group of all parameters."""
+        return None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (0-based), for an objective's own schedule."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Extra columns of the epoch's `metrics.jsonl` row."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """State to checkpoint (e.g. adapted step sizes); {} (default): stateless."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
 
 
 class ELBO(Objective):
@@ -139,13 +170,3 @@ class IWAE(Objective):
 
     def __repr__(self) -> str:
         return f"IWAE(samples={self.samples})"
-
-
-@OBJECTIVES.register("elbo")
-def _elbo(samples: int = 1, analytic_kl: bool = True) -> ELBO:
-    return ELBO(samples, analytic_kl)
-
-
-@OBJECTIVES.register("iwae")
-def _iwae(samples: int = 5) -> IWAE:
-    return IWAE(samples)

@@ -42,7 +42,6 @@ from vaelab.models.cpvae import conditional_pair, every_category, log_likelihood
 from vaelab.objectives.bounds import LogWeights, Objective
 from vaelab.posteriors.conditional import CategoricalGaussianPosterior
 from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
-from vaelab.registry import OBJECTIVES
 
 ESTIMATORS = ("exact", "gumbel")
 ANNEALING = ("exponential", "compound")
@@ -178,6 +177,3 @@ class CPVAEBound(Objective):
             f"CPVAEBound(estimator={self.estimator!r}, samples={self.samples}, temperature={self.temperature:g}, "
             f"straight_through={self.straight_through})"
         )
-
-
-OBJECTIVES.register("cpvae")(CPVAEBound)  # options: the constructor's arguments

@@ -8,7 +8,6 @@ from torch import Tensor
 
 from vaelab.data.supervised import Supervised
 from vaelab.objectives.bounds import Objective
-from vaelab.registry import OBJECTIVES
 
 
 class CrossEntropy(Objective):
@@ -22,8 +21,3 @@ class CrossEntropy(Objective):
 
     def __repr__(self) -> str:
         return "CrossEntropy()"
-
-
-@OBJECTIVES.register("cross_entropy")
-def _cross_entropy() -> CrossEntropy:
-    return CrossEntropy()

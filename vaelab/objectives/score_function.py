@@ -18,7 +18,6 @@ from torch import Tensor
 
 from vaelab.errors import ConfigError
 from vaelab.objectives.bounds import LogWeights, Objective
-from vaelab.registry import OBJECTIVES
 
 BASELINES = ("none", "leave_one_out")
 
@@ -49,8 +48,3 @@ class ScoreFunction(Objective):
 
     def __repr__(self) -> str:
         return f"ScoreFunction(samples={self.samples}, baseline={self.baseline!r})"
-
-
-@OBJECTIVES.register("score_function")
-def _score_function(samples: int = 100, baseline: str = "none") -> ScoreFunction:
-    return ScoreFunction(samples, baseline)

@@ -47,7 +47,6 @@ from vaelab.models.cpvae import reads_category
 from vaelab.objectives.bounds import LogWeights, Objective
 from vaelab.objectives.cpvae import joint_log_weights
 from vaelab.objectives.mixture_penalties import check_penalty_options, mixture_penalty
-from vaelab.registry import OBJECTIVES
 
 
 @dataclass
@@ -236,40 +235,3 @@ class PPD(StratifiedObjective):
         p = draws.parts
         log_ratio = beta * (p.log_prior - entropy_weight * p.log_q)  # -(annealed) log q/r
         return siwae(draws.log_alpha, p.log_likelihood) + selbo(draws.log_alpha, log_ratio)
-
-
-def _register(name: str, cls: type[StratifiedObjective], stl: bool = False) -> None:
-    """Register `cls` under `name`; the `stl_` names fix stl = true (the sweep's labels in SIWAE Fig. 4-5)."""
-    if stl:
-
-        def build(**options) -> StratifiedObjective:
-            if "stl" in options:
-                raise ConfigError(f"objective {name} already sets stl; remove the stl option")
-            return cls(stl=True, **options)
-
-    else:
-
-        def build(**options) -> StratifiedObjective:
-            return cls(**options)
-
-    build.__signature__ = _options_signature(cls, drop=("stl",) if stl else ())
-    OBJECTIVES.register(name)(build)
-
-
-def _options_signature(cls: type, drop: tuple[str, ...] = ()):
-    """The keyword options `cls` accepts (its own and the base class's), for the registry's option check."""
-    import inspect
-
-    params = {}
-    for klass in (cls, StratifiedObjective):
-        for p in list(inspect.signature(klass.__init__).parameters.values())[1:]:
-            if p.kind is p.VAR_KEYWORD or p.name in drop or p.name in params:
-                continue
-            params[p.name] = p.replace(kind=p.KEYWORD_ONLY)
-    return inspect.Signature(list(params.values()))
-
-
-for _name, _cls in (("selbo", SELBO), ("siwae", SIWAE), ("ciwae", CIWAE), ("miwae", MIWAE), ("ppd", PPD)):
-    _register(_name, _cls)
-for _name, _cls in (("stl_selbo", SELBO), ("stl_siwae", SIWAE), ("stl_ciwae", CIWAE)):
-    _register(_name, _cls, stl=True)

@@ -27,7 +27,6 @@ from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.errors import ConfigError
 from vaelab.posteriors.base import PosteriorFamily
 from vaelab.posteriors.diagonal_gaussian import diagonal_normal
-from vaelab.registry import POSTERIORS
 
 
 class CategoricalGaussianPosterior(ReparameterizedMixture):
@@ -92,6 +91,3 @@ class CategoricalGaussian(PosteriorFamily):
         base = F.linear(h, w_h, self.joint.bias)  # [B, width]
         components = self._gaussian(base.unsqueeze(-2) + w_c.T)  # one-hot c = e_k adds column k of W_c: [B, K, .]
         return CategoricalGaussianPosterior(self.logits_head(h), components, lambda c: self._gaussian(base + c @ w_c.T))
-
-
-POSTERIORS.register("categorical_gaussian")(CategoricalGaussian)  # options: the constructor's arguments

@@ -7,7 +7,6 @@ from torch import Tensor, nn
 
 from vaelab.distributions import DiagonalNormal
 from vaelab.posteriors.base import PosteriorFamily
-from vaelab.registry import POSTERIORS
 
 
 def diagonal_normal(
@@ -35,10 +34,3 @@ class DiagonalGaussian(PosteriorFamily):
     def forward(self, h: Tensor) -> DiagonalNormal:
         mu, log_var = self.head(h).chunk(2, dim=-1)
         return diagonal_normal(mu, log_var, self.min_log_var, self.max_log_var)
-
-
-@POSTERIORS.register("diagonal_gaussian")
-def _diagonal_gaussian(
-    in_features: int, latent_dim: int, min_log_var: float | None = None, max_log_var: float | None = None
-) -> DiagonalGaussian:
-    return DiagonalGaussian(in_features, latent_dim, min_log_var, max_log_var)

@@ -17,7 +17,6 @@ from vaelab.distributions.auxiliary_flow import AuxiliaryFlow, AuxiliaryFlowDist
 from vaelab.errors import ConfigError
 from vaelab.posteriors.base import PosteriorFamily
 from vaelab.posteriors.diagonal_gaussian import DiagonalGaussian
-from vaelab.registry import POSTERIORS
 
 
 class AuxiliaryFlowPosterior(PosteriorFamily):
@@ -50,6 +49,3 @@ class AuxiliaryFlowPosterior(PosteriorFamily):
 
     def forward(self, h: Tensor) -> AuxiliaryFlowDistribution:
         return AuxiliaryFlowDistribution(self.base(h), self.flow)
-
-
-POSTERIORS.register("auxiliary_flow")(AuxiliaryFlowPosterior)  # options: the constructor's arguments

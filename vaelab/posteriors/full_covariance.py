@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
 from vaelab.posteriors.base import PosteriorFamily
-from vaelab.registry import POSTERIORS
 
 _SOFTPLUS_INV_1 = math.log(math.e - 1)  # softplus(_SOFTPLUS_INV_1) = 1
 
@@ -44,8 +43,3 @@ class FullCovarianceGaussian(PosteriorFamily):
         loc, raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
         scale_tril = cholesky_factor(raw, self.latent_dim, self.min_scale)
         return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
-
-
-@POSTERIORS.register("full_covariance_gaussian")
-def _full_covariance(in_features: int, latent_dim: int, min_scale: float = 1e-4) -> FullCovarianceGaussian:
-    return FullCovarianceGaussian(in_features, latent_dim, min_scale)

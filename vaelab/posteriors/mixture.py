@@ -17,7 +17,6 @@ from vaelab.errors import ConfigError
 from vaelab.posteriors.base import PosteriorFamily
 from vaelab.posteriors.diagonal_gaussian import diagonal_normal
 from vaelab.posteriors.full_covariance import cholesky_factor, tril_size
-from vaelab.registry import POSTERIORS
 
 COVARIANCES = ("diagonal", "full")
 
@@ -68,6 +67,3 @@ class GaussianMixture(PosteriorFamily):
         else:
             comps = MultivariateNormal(loc, scale_tril=cholesky_factor(raw, D, self.min_scale), validate_args=False)
         return ReparameterizedMixture(logits, comps)
-
-
-POSTERIORS.register("gaussian_mixture")(GaussianMixture)  # options: the constructor's arguments

@@ -1,6 +1,5 @@
 """Priors p(z) over the latent vector."""
 
-from vaelab.priors import conditional  # noqa: F401  (registers the prior "conditional": CP-VAE)
 from vaelab.priors.base import Prior
 from vaelab.priors.distribution import DistributionPrior
 from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians

@@ -29,10 +29,8 @@ class DistributionPrior(Prior):
                 what = f"batch {list(dist.batch_shape)}, event {list(dist.event_shape)}"
             raise ConfigError(f"a prior must be a Distribution over [D] (no batch shape, event [D]); got {what}")
         super().__init__(dist.event_shape[0])
-        if isinstance(source, nn.Module):
-            self.module = source
-        else:
-            self._dist = source
+        self.module: nn.Module | None = source if isinstance(source, nn.Module) else None
+        self._dist = None if isinstance(source, nn.Module) else source
 
     def distribution(self) -> Distribution:
-        return self.module() if hasattr(self, "module") else self._dist
+        return self.module() if self.module is not None else self._dist

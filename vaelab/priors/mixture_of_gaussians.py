@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from vaelab.distributions.gaussian_mixture import diagonal_gaussian_mixture_log_prob
 from vaelab.errors import ConfigError
 from vaelab.priors.base import Prior
-from vaelab.registry import PRIORS
 
 
 class MixtureOfGaussians(Prior):
@@ -45,8 +44,3 @@ class MixtureOfGaussians(Prior):
         """z ~ N(mu_k, diag sigma_k^2) for component indices `idx` `[n]` -> `[n, D]` (CP-VAE: p(z | c = k), eq. 5)."""
         eps = torch.randn(idx.shape[0], self.latent_dim, device=self.loc.device, dtype=self.loc.dtype)
         return self.loc[idx] + torch.exp(0.5 * self.log_var[idx]) * eps
-
-
-@PRIORS.register("mixture_of_gaussians")
-def _mog(latent_dim: int, components: int = 10, learn_weights: bool = False, init_scale: float = 1.0):
-    return MixtureOfGaussians(latent_dim, components, learn_weights, init_scale)

@@ -9,7 +9,6 @@ from torch import Tensor
 from torch.distributions import Independent, Normal
 
 from vaelab.priors.base import Prior
-from vaelab.registry import PRIORS
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -27,8 +26,3 @@ class StandardNormal(Prior):
 
     def sample(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self._zero.device, dtype=self._zero.dtype)
-
-
-@PRIORS.register("standard_normal")
-def _standard_normal(latent_dim: int) -> StandardNormal:
-    return StandardNormal(latent_dim)

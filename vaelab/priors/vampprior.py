@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from vaelab.distributions.diagonal_normal import DiagonalNormal
 from vaelab.distributions.gaussian_mixture import diagonal_gaussian_mixture_log_prob
 from vaelab.errors import ConfigError
+from vaelab.posteriors.amortized import Amortized
 from vaelab.priors.base import Prior
-from vaelab.registry import PRIORS
 
 
 class VampPrior(Prior):
@@ -70,7 +71,7 @@ class VampPrior(Prior):
         """log p(z) `[*S]` for `z` `[*S, D]`: one encoder pass over the K pseudo-inputs per call, or none when
         the mixture of the previous call is still valid (`_reusable_mixture`)."""
         q, log_w = self._reusable_mixture()
-        if hasattr(q, "loc") and hasattr(q, "log_scale"):  # diagonal Gaussian: the matmul form
+        if isinstance(q, DiagonalNormal):  # diagonal Gaussian: the matmul form
             return diagonal_gaussian_mixture_log_prob(z, q.loc, 2 * q.log_scale, log_w)
         comp = q.log_prob(z.unsqueeze(-2))  # any family: z against the K components ([*S, K, D] intermediate)
         if log_w is None:
@@ -79,15 +80,13 @@ class VampPrior(Prior):
 
     def _inputs_of_mixture(self) -> list[nn.Module] | None:
         """The modules whose parameters and buffers (with the prior's own) determine `mixture()`: the encoder
-        and posterior family of a `vaelab.build.Amortized` posterior, or the posterior itself if it is a
-        module; None for any other callable (its dependencies are unknown, so nothing is reused)."""
-        from vaelab.build import Amortized  # here, not at the top: vaelab.build imports this package
-
+        and posterior family of a `vaelab.posteriors.amortized.Amortized` posterior, or the posterior itself if it
+        is a module; None for any other callable (its dependencies are unknown, so nothing is reused)."""
         post = self._posterior
         if isinstance(post, nn.Module):
             return [self, post]
         if type(post) is Amortized:
-            return [self, post.encoder, post.family]
+            return [self, *post.modules()]
         return None
 
     def _reusable_mixture(self) -> tuple[Distribution, Tensor | None]:
@@ -137,20 +136,3 @@ def initial_pseudo_inputs(
         idx = torch.randperm(train_data.shape[0])[:components]
         return train_data[idx].float().clone()
     raise ConfigError(f"vampprior init must be 'random' or 'data', not {init!r}")
-
-
-@PRIORS.register("vampprior")
-def _vampprior(
-    latent_dim: int,
-    event_shape: tuple[int, ...],
-    posterior: Callable[[Tensor], Distribution],
-    train_data: Tensor | None = None,
-    components: int = 500,
-    init: str = "random",
-    init_mean: float = 0.05,
-    init_std: float = 0.01,
-    learn_inputs: bool = True,
-    learn_weights: bool = False,
-) -> VampPrior:
-    u = initial_pseudo_inputs(components, event_shape, init, train_data, init_mean, init_std)
-    return VampPrior(latent_dim, posterior, u, learn_inputs, learn_weights)

@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vaelab.data.dataset import derive_seed
+from vaelab.train.optimizers import build_optimizer, grad_sum
 
 
 def burn_in_loss(model, x) -> Tensor:
@@ -35,10 +36,9 @@ def burn_in_loss(model, x) -> Tensor:
 def burn_in(trainer) -> dict:
     """Run the objective's burn-in epochs for `trainer` (a `Trainer`); returns metrics for the first epoch's
     row (`burn_in_loss`, `burn_in_time_s`), or {} when the objective asks for none."""
-    epochs = getattr(trainer.objective, "burn_in_epochs", 0)
+    epochs = trainer.objective.burn_in_epochs
     if not epochs:
         return {}
-    from vaelab.train.trainer import build_optimizer, grad_sum
 
     cfg, model = trainer.cfg, trainer.model
     optimizer = build_optimizer(cfg, model)

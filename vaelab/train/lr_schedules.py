@@ -11,8 +11,8 @@ optimizer steps taken before the current one. A factor that changes within an ep
 
 from __future__ import annotations
 
+from vaelab.config.registry import LR_SCHEDULES
 from vaelab.errors import ConfigError
-from vaelab.registry import LR_SCHEDULES
 
 
 @LR_SCHEDULES.register("constant")

@@ -13,8 +13,14 @@ gradients followed by torch's (fused where available) Adam, so the update is the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from vaelab.config import Config
+    from vaelab.objectives import Objective
 
 NORM_EPS = 1e-7  # the authors' constant
 
@@ -50,3 +56,25 @@ def make_adam(name: str, groups: list[dict], params: list[nn.Parameter], **kwarg
         except (RuntimeError, ValueError):  # a dtype or device this torch build has no fused kernel for
             pass
     return cls(groups, **kwargs)
+
+
+def build_optimizer(cfg: Config, model: nn.Module, objective: Objective | None = None) -> torch.optim.Adam:
+    """The optimiser `cfg.train.optimizer` (`adam` or `adam_normgrad`, see `vaelab.train.optimizers`) as
+    `cfg.train` says. An objective with `param_groups(model)` (AIWAE) gets those groups, each with an
+    `lr_scale` on the scheduled learning rate."""
+    t = cfg.train
+    params = list(model.parameters())
+    groups = (objective.param_groups(model) if objective is not None else None) or [{"params": params}]
+    kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
+    return make_adam(t.optimizer, groups, params, **kwargs)
+
+
+def grad_sum(params) -> Tensor:
+    """The sum of all gradient entries: non-finite iff some entry is (NaN and Inf propagate through sums).
+    One cheap pass over the gradients when nothing is clipped; unlike the global norm, whose squares
+    overflow from |g| ~ 1e19, it overflows only for gradients near the float32 range."""
+    sums = [p.grad.sum() for p in params if p.grad is not None]
+    if not sums:
+        return torch.zeros(())
+    device = sums[0].device
+    return torch.stack([t.to(device) for t in sums]).sum()

@@ -28,13 +28,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vaelab.config import Config
+from vaelab.config.build import OBJECTIVES
 from vaelab.errors import ConfigError, CorruptRunFile, RunDirError, TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
-from vaelab.registry import OBJECTIVES
 from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from vaelab.train.lr_schedules import build_schedule
-from vaelab.train.optimizers import make_adam
+from vaelab.train.optimizers import build_optimizer, grad_sum
 from vaelab.train.transfer import freeze, init_generative_from
 
 
@@ -66,28 +66,6 @@ class TrainingModule(nn.Module):
 
 def build_objective(cfg: Config) -> Objective:
     return OBJECTIVES.build(cfg.objective.type, cfg.objective.options)
-
-
-def build_optimizer(cfg: Config, model: nn.Module, objective: Objective | None = None) -> torch.optim.Adam:
-    """The optimiser `cfg.train.optimizer` (`adam` or `adam_normgrad`, see `vaelab.train.optimizers`) as
-    `cfg.train` says. An objective with `param_groups(model)` (AIWAE) gets those groups, each with an
-    `lr_scale` on the scheduled learning rate."""
-    t = cfg.train
-    params = list(model.parameters())
-    groups = objective.param_groups(model) if hasattr(objective, "param_groups") else [{"params": params}]
-    kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
-    return make_adam(t.optimizer, groups, params, **kwargs)
-
-
-def grad_sum(params) -> Tensor:
-    """The sum of all gradient entries: non-finite iff some entry is (NaN and Inf propagate through sums).
-    One cheap pass over the gradients when nothing is clipped; unlike the global norm, whose squares
-    overflow from |g| ~ 1e19, it overflows only for gradients near the float32 range."""
-    sums = [p.grad.sum() for p in params if p.grad is not None]
-    if not sums:
-        return torch.zeros(())
-    device = sums[0].device
-    return torch.stack([t.to(device) for t in sums]).sum()
 
 
 def finite_weights(model: nn.Module) -> bool:
@@ -125,6 +103,11 @@ class Trainer:
             init_generative_from(model, cfg.train.init_from)  # e.g. a decoder kept fixed (Cremer et al. 5.2.1)
         freeze(model, cfg.train.freeze)  # before the optimiser and DDP see the parameters
         self.objective = build_objective(cfg) if objective is None else objective
+        if not isinstance(self.objective, Objective):
+            raise ConfigError(
+                f"the objective must be a vaelab.Objective (subclass it: its optional hooks have defaults), "
+                f"not {type(self.objective).__name__}"
+            )
         self.module: nn.Module = TrainingModule(model, self.objective)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         if self.world > 1:
@@ -210,8 +193,7 @@ class Trainer:
         lr = self._set_lr(epoch)
         per_step = getattr(self._lr_schedule, "per_step", False)
         beta, entropy_weight = self._weights(epoch)
-        if hasattr(self.objective, "set_epoch"):  # an objective's own per-epoch schedule (CP-VAE's temperature)
-            self.objective.set_epoch(epoch)
+        self.objective.set_epoch(epoch)  # an objective's own per-epoch schedule (CP-VAE's temperature)
         data = self.train_data(epoch)
         order = torch.randperm(data.shape[0], generator=epoch_generator(cfg.seed, epoch))[self.rank :: self.world]
         bs = cfg.data.batch_size
@@ -258,7 +240,7 @@ class Trainer:
             "skipped_steps": skipped,
             "epoch_time_s": elapsed,
             "steps_per_s": len(batches) / max(elapsed, 1e-9),
-            **(self.objective.epoch_metrics() if hasattr(self.objective, "epoch_metrics") else {}),
+            **self.objective.epoch_metrics(),
         }
 
     def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
@@ -329,8 +311,8 @@ class Trainer:
                 tqdm.write(_epoch_line(row, cfg.train.epochs), file=sys.stderr)
                 if good and (st.finished or st.epoch % cfg.train.checkpoint_every == 0):  # never an epoch of no step
                     state = asdict(st)
-                    if hasattr(self.objective, "state_dict"):
-                        state["objective"] = self.objective.state_dict()
+                    if objective_state := self.objective.state_dict():  # {}: a stateless objective
+                        state["objective"] = objective_state
                     save_checkpoint(self.ckpt_dir, st.epoch, self.model, self.optimizer, state)
                     self.on_checkpoint()
             if stop:

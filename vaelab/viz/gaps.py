@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from vaelab.protocols import MarginalEstimator
 from vaelab.viz.figure import pyplot, save_figure
 
 
@@ -40,7 +41,7 @@ def save_gap_chart(columns: list[tuple[str, dict]], path: str | Path) -> Path:
 
 def _log_density(q: Distribution, z: Tensor, flow_samples: int) -> Tensor:
     """log q(z) `[G, K]` for grid points `z` `[G, K, 2]`: exact, or (auxiliary flow) its IS estimate."""
-    if hasattr(q, "log_marginal_estimate"):
+    if isinstance(q, MarginalEstimator):
         return torch.cat([q.log_marginal_estimate(c, flow_samples) for c in z.split(2500)])
     return q.log_prob(z)
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from vaelab.distributions import ReparameterizedMixture
 from vaelab.evaluation.stratified import implicit_posterior_sample
 from vaelab.models.cpvae import decode_given, one_hot, reads_category
+from vaelab.protocols import AuxiliarySampler
 from vaelab.viz.grids import save_image_grid
 from vaelab.viz.posterior2d import save_posterior_panels
 
@@ -78,7 +79,7 @@ def save_posterior_pictures(model, x: Tensor, out: Path, split: str, modes: int 
     if isinstance(q, ReparameterizedMixture):
         images = component_mode_images(model, x[:modes].to(next(model.parameters()).device)).cpu()
         paths.append(save_image_grid(images.flatten(0, 1), out / f"modes-{split}.png", rows=images.shape[0]))
-    no_density = hasattr(q, "rsample_and_log_prob") or reads_category(model)  # a flow's q; p(x, z) needs c
+    no_density = isinstance(q, AuxiliarySampler) or reads_category(model)  # a flow's q; p(x, z) needs c
     if tuple(q.event_shape) == (2,) and not no_density:
         title = "columns: inputs (modes-*.png rows, in order); contours: p(z|x) on the grid"
         paths.append(save_latent_posteriors(model, x[:latents], out / f"posterior-{split}.png", title=title))

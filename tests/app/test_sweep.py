@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from vaelab.cli import main
+from vaelab.app.cli import main
+from vaelab.app.commands.sweep import figure_panels, parse_axis, parse_reference
 from vaelab.errors import ConfigError
-from vaelab.sweep import figure_panels, parse_axis, parse_reference
 
 TINY = [
     "--budget",

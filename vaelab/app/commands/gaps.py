@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaelab.argtypes import nonnegative_int, positive_float, positive_int
+from vaelab.app.argtypes import nonnegative_int, positive_float, positive_int
 from vaelab.config import GapsConfig
 from vaelab.errors import ConfigError
 
@@ -98,7 +98,7 @@ def _select(data: torch.Tensor, subset: int, points: str | None) -> torch.Tensor
 
 def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, contours: bool = False,
              seed: int = 0, progress: bool = True) -> GapResult:  # fmt: skip
-    """Measure and report the gaps of a loaded run (`vaelab.runs.load_run`); returns the `GapResult`."""
+    """Measure and report the gaps of a loaded run (`vaelab.recording.load_run`); returns the `GapResult`."""
     import torch
 
     from vaelab.evaluation.gaps import FAMILY_NAMES, measure_gaps, write_gap_report
@@ -122,12 +122,12 @@ def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, co
 
 
 def command(args: argparse.Namespace) -> int:
-    from vaelab import runs
+    from vaelab import recording
     from vaelab.evaluation.gaps import FAMILY_NAMES, gaps_table
 
     columns = []
     for run_dir in args.run_dirs:
-        run = runs.load_run(run_dir, args.checkpoint, args.device)
+        run = recording.load_run(run_dir, args.checkpoint, args.device)
         settings = settings_for(run.cfg.gaps, args)
         out = Path(args.out) / run.path.name if args.out and len(args.run_dirs) > 1 else Path(args.out or run.path)
         result = run_gaps(run, settings, out, args.points, args.contours, args.seed, not args.no_progress)

@@ -7,14 +7,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from helpers import TINY
 
-from vaelab.cli import main
+from vaelab.app.cli import main
 
-TINY = [
-    "--set", "data.subset=600", "--set", "data.valid_subset=100", "--set", "model.latent_dim=4",
-    "--set", "model.encoder={type: mlp, hidden: [32]}", "--set", "model.decoder={type: mlp, hidden: [32]}",
-    "--set", "train.epochs=1", "--set", "train.lr=1e-3", "--no-progress", "--no-eval",
-]  # fmt: skip
 # lr 1e3 on 2,000 images (20 steps per epoch): NaN from the first epoch on
 DIVERGES = ["--set", "data.subset=2000", "--set", "train.lr=1e3"]
 # lr 1e-3 in epoch 1, 1e3 from epoch 2 on: a good first checkpoint, then divergence

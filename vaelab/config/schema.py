@@ -149,7 +149,7 @@ class GapsConfig:
 class Config:
     name: str = "vae"
     seed: int = bounded(0, ge=0)
-    device: str = "auto"  # auto, cpu, cuda, cuda:1, ... (checked against this machine's devices: runs.resolve_device)
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ... (checked: vaelab.recording.resolve_device)
     threads: int | None = bounded(None, ge=1)  # torch's CPU threads (--threads wins; null: $OMP_NUM_THREADS, else 1)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

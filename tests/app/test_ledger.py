@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from tests.test_cli import vaelab
-from vaelab.ledger import config_deviations, read_catalogue, render, result_dir
+from tests.app.test_cli import vaelab
+from vaelab.app.commands.ledger import config_deviations, read_catalogue, render, result_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = {
     "name": "tiny",
     "data": {"name": "mnist_static", "subset": 500, "valid_subset": 200},

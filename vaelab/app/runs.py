@@ -1,4 +1,6 @@
-"""Run directories: create, train, evaluate and sample, shared by the CLI and by Python users.
+"""Run directories: create, train, evaluate and sample; the application layer under the commands.
+
+A run is loaded (`Run`, `build_run`, `load_run`) by `vaelab.recording`, which `vaelab.load` shares.
 
 A run directory holds `config.yaml` (the resolved config), `metrics.jsonl` (one line per epoch),
 `checkpoints/` (atomic, resumable), `best.safetensors` (the best validation weights), `eval-<split>.json`
@@ -24,21 +26,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from vaelab.build import build_model
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
-from vaelab.data import load_dataset
-from vaelab.data.supervised import Supervised, SupervisedDataset, predicts_labels
-from vaelab.errors import ConfigError, CorruptRunFile, DataError, RunDirError
+from vaelab.data.supervised import Supervised, predicts_labels
+from vaelab.errors import ConfigError, DataError, RunDirError
 from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
-from vaelab.generations import category_images, histograms_1d
 from vaelab.mcmc import ais_replicates, bdmc, simulate
 from vaelab.mcmc.options import AISOptions
 from vaelab.models.cpvae import is_cpvae, reads_category
-from vaelab.threads import use_config_threads
+from vaelab.protocols import LatentModel
+from vaelab.recording import Run, build_run, read_run_config
 from vaelab.train import Trainer, latest_checkpoint
 from vaelab.train.checkpoint import atomic_write_text, load_weights
 from vaelab.train.trainer import finite_weights, fit_with_provenance
@@ -49,30 +48,8 @@ from vaelab.viz import (
     save_reconstructions,
     save_reliability_diagram,
 )
+from vaelab.viz.generations import category_images, histograms_1d
 from vaelab.viz.posterior_pictures import save_posterior_pictures
-
-
-def available_devices() -> list[str]:
-    """The devices of this machine that torch can use: cpu, then cuda:0 ... and mps where present."""
-    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
-    mps = getattr(torch.backends, "mps", None)
-    return found + (["mps"] if mps is not None and mps.is_available() else [])
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device `name` (auto: cuda if there is one, else cpu), or `ConfigError` naming this machine's devices."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        dev = None
-    found = available_devices()
-    if dev is not None and (dev.type == "cpu" or f"{dev.type}:{dev.index or 0}" in found or dev.type in found):
-        return dev
-    why = " (this torch build has no CUDA)" if name.startswith("cuda") and not torch.backends.cuda.is_built() else ""
-    raise ConfigError(f"device {name!r} is not available{why}; this machine has: {', '.join(found)} (or auto)")
-
 
 RUN_FILES = ("metrics.jsonl", "checkpoints", "best.safetensors", "provenance.json")  # written only by a run
 
@@ -190,18 +167,6 @@ def new_run_dir(cfg: Config, run_dir: str | Path | None, overwrite: bool = False
     return path
 
 
-def read_run_config(run_dir: str | Path) -> Config:
-    """The `config.yaml` of the run in `run_dir` (`RunDirError` if there is none)."""
-    path = Path(run_dir)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{str(path)!r} is a file, not a run directory; give the directory 'vaelab train' wrote")
-    if not path.is_dir():
-        raise RunDirError(f"run directory {str(path)!r} does not exist; give the directory 'vaelab train' wrote")
-    if not (path / "config.yaml").is_file():
-        raise RunDirError(f"{str(path)!r} is not a vaelab run directory (no config.yaml in it)")
-    return config_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
-
-
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """A run's config with `--set` overrides applied, refused (`ConfigError`) unless `check_resume_changes`
     allows them. Writes nothing: `train(..., resume=True)` saves it once the checkpoint has loaded."""
@@ -226,55 +191,6 @@ def check_data(model: nn.Module, dataset, splits=("train", "valid", "test")) -> 
     for split in splits:
         data = dataset.split(split)
         lik.validate(data.targets if isinstance(data, Supervised) else data)
-
-
-@dataclass
-class Run:
-    """A trained (or training) run loaded from disk."""
-
-    path: Path
-    cfg: Config
-    model: nn.Module
-    dataset: object
-    device: torch.device
-
-
-def build_run(cfg: Config, path: Path, device: str | None = None) -> Run:
-    """Seed, load the dataset and build the model (deterministic initialisation from `cfg.seed`); use the config's
-    `threads` unless the command line set them (`vaelab.threads`)."""
-    use_config_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    dev = resolve_device(device or cfg.device)
-    dataset = load_dataset(cfg.data.name, path=cfg.data.path, seed=cfg.data.seed)
-    train_data = dataset.split("train")[: cfg.data.subset] if cfg.data.subset else dataset.split("train")
-    model = build_model(cfg.model, dataset.event_shape, train_data=train_data).to(dev)
-    if predicts_labels(model):  # a classifier: its data are (inputs, label) pairs
-        dataset = SupervisedDataset(dataset)
-    return Run(path, cfg, model, dataset, dev)
-
-
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None) -> Run:
-    """Load a run's model with its `best` validation weights (falling back to the latest checkpoint) or
-    its `last` checkpoint. Weights that fail their sha256 or cannot be read are a `CorruptRunFile` saying what to
-    use instead."""
-    cfg = read_run_config(run_dir)
-    run = build_run(cfg, Path(run_dir), device)
-    best = run.path / "best.safetensors"
-    last = latest_checkpoint(run.path / "checkpoints")
-    if checkpoint == "best" and best.is_file():
-        weights = best
-        instead = "use --checkpoint last (the latest checkpoint)" if last else "restore it from a copy of the run"
-    elif last is not None:
-        weights = last / "model.safetensors"
-        instead = f"use --checkpoint best, or rewrite it with vaelab train --resume {run.path}"
-    else:
-        raise RunDirError(f"run {str(run.path)!r} has no saved weights yet; train it first")
-    try:
-        load_weights(run.model, weights)
-    except CorruptRunFile as err:
-        raise CorruptRunFile(f"{err}; {instead}") from None
-    run.model.eval()
-    return run
 
 
 def train(
@@ -346,7 +262,7 @@ def evaluate(
     start = time.perf_counter()
     torch.manual_seed(run.cfg.seed + 1)
     result = {"split": split, "dataset": run.dataset.name}
-    if hasattr(run.model, "posterior"):
+    if isinstance(run.model, LatentModel):
         over_c = reads_category(run.model)  # CP-VAE's p(x | z, c): IS stratified over c (vaelab.evaluation.cpvae)
         estimate = log_likelihood_over_c if over_c else evaluate_log_likelihood
         est = estimate(run.model, x, samples, batch_size, max_elements, progress)
@@ -401,9 +317,7 @@ def evaluate_ais(
     options = replace(options, batch_size=options.batch_size or batch_size)
     torch.manual_seed(run.cfg.seed + 2)
     start = time.perf_counter()
-    kwargs = options.ais_kwargs()
-    batch = kwargs.pop("batch_size")
-    replicated = ais_replicates(run.model, x.to(run.device), options.replicates, batch, progress=progress, **kwargs)
+    replicated = ais_replicates(run.model, x.to(run.device), options, progress=progress)
     est = replicated.result  # every replicate's chains
     seconds = time.perf_counter() - start
     result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options)}
@@ -448,8 +362,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     torch.manual_seed(run.cfg.seed + 3)
     start = time.perf_counter()
     x, z_star = simulate(run.model, n)
-    kwargs = options.ais_kwargs(batch_size=100)
-    r = bdmc(run.model, x, z_star, progress=progress, **kwargs)
+    r = bdmc(run.model, x, z_star, replace(options, batch_size=options.batch_size or 100), progress=progress)
     gap = r.gap
     result = {"method": "bdmc", "data": "simulated from the model", "dataset": run.dataset.name, **asdict(options)}
     result.update(r.summary())
@@ -480,10 +393,10 @@ def classify(
     pred = predict(run.model, data, samples, batch_size, max_elements, progress)
     torch.save({"probs": pred.probs, "targets": pred.targets}, run.path / f"predictions-{split}.pt")
     summary = pred.summary()
-    draws = f"{samples} draws of q(z|x)" if hasattr(run.model, "posterior") else "deterministic"
+    draws = f"{samples} draws of q(z|x)" if isinstance(run.model, LatentModel) else "deterministic"
     title = f"{run.dataset.name} {split}: accuracy {summary['accuracy']:.4f} ({summary['n']} examples, {draws})"
     save_reliability_diagram(pred.probs, pred.targets, run.path / f"reliability-{split}.png", title)
-    return {"predictive_samples": samples if hasattr(run.model, "posterior") else 0, **summary}
+    return {"predictive_samples": samples if isinstance(run.model, LatentModel) else 0, **summary}
 
 
 def sample(
@@ -500,7 +413,7 @@ def sample(
     `out` (default: the run directory). For a classifier: `latent-<split>-<i>.png` (SIWAE Fig. 3) for 4 seeded
     random inputs of `split` when it has a 2-D latent, else nothing. A CP-VAE draws c from q(c) (`categories`
     "posterior") or uniformly ("uniform") and adds `clusters.png` (a row per category), or with `cluster` k writes
-    `samples-cluster<k>.png`; scalar data get `samples-histogram.png` instead (`vaelab.generations`), 2-D data a
+    `samples-cluster<k>.png`; scalar data get `samples-histogram.png` instead (`vaelab.viz.generations`), 2-D data a
     scatter plot of data and samples (`samples.png`). Image VAEs also get `modes-<split>.png` for a mixture posterior
     (SIWAE Fig. C.6) and `posterior-<split>.png` for a 2-D latent (`vaelab.viz.posterior_pictures`)."""
     if not finite_weights(run.model):
@@ -543,7 +456,7 @@ def sample(
 
 def latent_pictures(run: Run, out: Path, seed: int = 0, split: str = "test", count: int = 4) -> list[Path]:
     """SIWAE Fig. 3 for `count` seeded random inputs of `split`: draws of q(z|x) over the decoder's classes."""
-    if not hasattr(run.model, "posterior") or run.model.latent_dim != 2:
+    if not isinstance(run.model, LatentModel) or run.model.latent_dim != 2:
         return []
     data = run.dataset.split(split)
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count].tolist()

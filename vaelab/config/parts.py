@@ -15,11 +15,12 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from vaelab.config.registry import LIKELIHOODS, POSTERIORS, PRIORS, Registry
 from vaelab.errors import ConfigError
 from vaelab.likelihoods import Likelihood
+from vaelab.posteriors.amortized import Amortized
 from vaelab.priors import Prior
 from vaelab.priors.distribution import DistributionPrior
-from vaelab.registry import LIKELIHOODS, POSTERIORS, PRIORS, Registry
 
 #: A component given by name: "bernoulli", or a section {"type": "gaussian_mixture", "components": 5}.
 Named = str | dict
@@ -72,17 +73,6 @@ def _check_posterior(q: Any, batch: int) -> int:
     return q.event_shape[0]
 
 
-class Inference:
-    """x -> q(z | x) through an encoder and a posterior (flattening x first for flat encoders); a plain callable,
-    not a module, so a prior built from it (VampPrior) does not own a second copy of the encoder."""
-
-    def __init__(self, encoder: nn.Module, posterior: nn.Module, flatten: bool) -> None:
-        self.encoder, self.posterior, self.flatten = encoder, posterior, flatten
-
-    def __call__(self, x: Tensor) -> Distribution:
-        return self.posterior(self.encoder(x.flatten(1) if self.flatten else x))
-
-
 def resolve_prior(prior: Named | Prior | Distribution | nn.Module, latent_dim: int | None, **context: Any) -> Prior:
     """A `Prior` from a name (needs `latent_dim`), a `Prior`, a torch `Distribution` over `[D]`, or a module whose
     `forward()` returns one (e.g. an unconditional zuko flow)."""
@@ -129,10 +119,10 @@ def resolve_parts(
     elif not isinstance(posterior, nn.Module):
         raise ConfigError(f"the posterior must be a name or a module mapping features to a Distribution: {posterior!r}")
     x = _like(encoder, torch.zeros(2, *event_shape))
-    dim = _check_posterior(dry_run(Inference(encoder, posterior, flatten), x), 2)
+    dim = _check_posterior(dry_run(Amortized(encoder, posterior, flatten), x), 2)
     if latent_dim is not None and dim != latent_dim:
         raise ConfigError(f"the posterior's latent width is {dim} but latent_dim is {latent_dim}")
-    context = {"event_shape": event_shape, "posterior": Inference(encoder, posterior, flatten), "train_data": None}
+    context = {"event_shape": event_shape, "posterior": Amortized(encoder, posterior, flatten), "train_data": None}
     prior = resolve_prior(prior, dim, **context)
     if prior.latent_dim != dim:
         raise ConfigError(f"the prior is over {prior.latent_dim} dimensions but the posterior over {dim}")

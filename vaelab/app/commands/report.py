@@ -31,9 +31,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vaelab.app.tables import markdown_table, write_csv
 from vaelab.config import Config
 from vaelab.errors import ConfigError, RunDirError
-from vaelab.sweep import markdown_table, write_csv
 
 if TYPE_CHECKING:  # the parser is built on every `vaelab` call: torch is imported only when a report is made
     from vaelab.mcmc.options import AISOptions
@@ -163,12 +163,13 @@ def evaluate_missing(
 ) -> list[Path]:
     """Run the evaluations `run_dir` lacks for the table (IS before AIS, each split), replacing ones made
     otherwise; returns the files written."""
-    from vaelab import runs
+    from vaelab import recording
+    from vaelab.app import runs
 
     run_dir = Path(run_dir)
-    cfg = runs.read_run_config(run_dir)
+    cfg = recording.read_run_config(run_dir)
     needed = _needed(run_dir, cfg, protocol)
-    run = runs.load_run(run_dir, "best", device) if needed else None
+    run = recording.load_run(run_dir, "best", device) if needed else None
     e = cfg.eval
     for split, kind, n, why in needed:
         print(
@@ -209,7 +210,7 @@ def table1_row(run_dir: str | Path, protocol: Protocol | None = None) -> dict:
     """One run's row of Table 1 (nats; `<column>_se` its standard error), with the settings it was made with.
     Raises `RunDirError` naming the `vaelab evaluate` commands to run when an evaluation is missing or was made
     with other settings than `protocol`."""
-    from vaelab.runs import read_run_config
+    from vaelab.recording import read_run_config
 
     run_dir, protocol = Path(run_dir), protocol or Protocol()
     cfg = read_run_config(run_dir)

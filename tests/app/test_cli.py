@@ -112,7 +112,7 @@ def test_bernoulli_on_gray_data_is_refused(tmp_path):
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "sample", "datasets"])
 def test_help_explains_every_option(command):
-    from vaelab.cli import _parser
+    from vaelab.app.cli import _parser
 
     sub = next(a for a in _parser()._actions if a.dest == "command").choices[command]
     for action in sub._actions:

@@ -1,7 +1,7 @@
 """Every bad input is one clear line: config values out of range, bad command-line numbers, absent devices, damaged
 weights, a full disk, NaN/Inf in pictures; plus the thread setting. Each refusal exits with status 2, its stderr
 ends in exactly one error line (progress lines may come before it), and no run directory loses a good checkpoint.
-The CLI runs in-process on a tiny slice of the bundled MNIST (the helpers of test_run_safety)."""
+The CLI runs in-process on a tiny slice of the bundled MNIST (helpers.TINY; the helpers of test_run_safety)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_run_safety import TINY, cli, snapshot
+from helpers import TINY
+from test_run_safety import cli, snapshot
 
-from vaelab import runs
+from vaelab import recording
 from vaelab.config import load_config
 from vaelab.train import checkpoint
 from vaelab.train.checkpoint import atomic_write_text, save_weights
@@ -243,7 +244,7 @@ def test_a_rewrite_of_best_lists_both_digests_until_the_new_file_is_in_place(tmp
 def made_run(path: Path, fill) -> Path:
     """A run with a 2-D latent (so `vaelab sample` also draws q and q_IW over p(z|x)) whose weights `fill` changed."""
     cfg = load_config(None, [*SETS, "model.latent_dim=2"])
-    run = runs.build_run(cfg, path)
+    run = recording.build_run(cfg, path)
     with torch.no_grad():
         fill(run.model)
     path.mkdir(parents=True)
@@ -287,7 +288,7 @@ def test_curves_leave_out_nan_and_inf(tmp_path):
 def test_q_iw_draws_without_a_finite_weight_are_nan():
     from vaelab.evaluation.stratified import implicit_posterior_sample
 
-    run = runs.build_run(load_config(None, [*SETS, "model.latent_dim=2"]), Path("unused"))
+    run = recording.build_run(load_config(None, [*SETS, "model.latent_dim=2"]), Path("unused"))
     with torch.no_grad():
         last_bias_huge(run.model)
     z = implicit_posterior_sample(run.model, run.dataset.split("test")[:3], 5, 10)

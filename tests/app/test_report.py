@@ -14,10 +14,10 @@ import shutil
 import pytest
 import torch
 
-from vaelab import cli, runs
+from vaelab.app import cli, runs
+from vaelab.app.commands.report import COLUMNS, ais_tokens, examples
 from vaelab.config import load_config
 from vaelab.mcmc.options import PRESETS, AISOptions, parse_ais_options
-from vaelab.report import COLUMNS, ais_tokens, examples
 
 TINY = [
     "data.subset=64",

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from vaelab.argtypes import positive_int
+from vaelab.app.argtypes import positive_int
 from vaelab.errors import ConfigError, RunDirError
 
 CATALOGUE = "ledger.yaml"
@@ -339,18 +339,19 @@ def verify(result: Path, subset: int | None, device: str | None, progress: bool)
     errors."""
     import torch
 
-    from vaelab import runs
+    from vaelab import recording
+    from vaelab.app import runs
     from vaelab.train.checkpoint import digest_path
 
     shipped = torch.load(result / "eval-test-per-example.pt")["log_likelihood"]
-    cfg = runs.read_run_config(result)
+    cfg = recording.read_run_config(result)
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "run"
         copy.mkdir()
         digest = digest_path(result / "best.safetensors")  # checked when the weights load, where one was shipped
         for path in (result / "config.yaml", result / "best.safetensors", *([digest] if digest.is_file() else [])):
             shutil.copy2(path, copy / path.name)
-        run = runs.load_run(copy, "best", device)
+        run = recording.load_run(copy, "best", device)
         e = cfg.eval
         n = subset or int(shipped.numel())
         again = runs.evaluate(run, "test", e.is_samples, n, e.batch_size, e.max_elements, progress)

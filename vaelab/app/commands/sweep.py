@@ -20,18 +20,16 @@ Grid keys are dotted config keys as for `--set`; a key whose first part is a `mo
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vaelab.app.tables import columns_of, markdown_table, write_csv
 from vaelab.config import Config, ModelConfig, load_config, yaml_number
 from vaelab.errors import ConfigError
 from vaelab.viz.curves import Panel, save_curve_grid
@@ -137,7 +135,8 @@ def _numbers(d: dict, prefix: str = "") -> dict[str, float | int]:
 
 def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> dict:
     """Train (or resume, or reuse) the run in `run_dir` and return its `eval-<split>.json` contents."""
-    from vaelab import runs
+    from vaelab import recording
+    from vaelab.app import runs
     from vaelab.train import latest_checkpoint
 
     result_path = run_dir / f"eval-{split}.json"
@@ -145,7 +144,7 @@ def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> 
         return json.loads(result_path.read_text())
     resume = (run_dir / "config.yaml").is_file() and latest_checkpoint(run_dir / "checkpoints") is not None
     if resume:
-        saved, wanted = runs.read_run_config(run_dir).to_dict(), cfg.to_dict()
+        saved, wanted = recording.read_run_config(run_dir).to_dict(), cfg.to_dict()
         saved["train"]["progress"] = wanted["train"]["progress"]  # how it is shown is not part of the run
         if saved != wanted:
             raise ConfigError(
@@ -204,37 +203,13 @@ def run_sweep(
     missing = [m for m in metrics if not any(m in r for r in rows)]
     if missing:
         print(
-            f"no run has {', '.join(missing)}, left out of the figure; columns: {', '.join(_columns(rows))}",
+            f"no run has {', '.join(missing)}, left out of the figure; columns: {', '.join(columns_of(rows))}",
             file=sys.stderr,
         )
     metrics = [m for m in metrics if m not in missing] or [m for m in DEFAULT_METRICS if any(m in r for r in rows)][:1]
     if metrics:
         write_figure(rows, axes, metrics, out / "sweep.png", title=f"{base} ({split} split)", references=refs)
     return rows, out
-
-
-def _columns(rows: list[dict]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    return cols
-
-
-def write_csv(rows: list[dict], path: Path) -> Path:
-    """Every column of `rows` (the union of their keys, first seen first; a missing cell is empty) as CSV."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_columns(rows))
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(buf.getvalue())
-    return path
-
-
-def markdown_table(rows: list[dict], columns: list[str], header: list[str] | None = None) -> str:
-    """The `columns` of `rows` as a Markdown table (floats to 4 decimals; `header` renames the columns)."""
-    lines = ["| " + " | ".join(header or columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def write_table(
@@ -246,7 +221,7 @@ def write_table(
 ) -> tuple[Path, Path]:
     """sweep.csv (every column) and sweep.md (the `grid` columns, `TABLE_METRICS` and `metrics`; then the
     `references` `label -> {column: value}` in a second table)."""
-    cols = _columns(rows)
+    cols = columns_of(rows)
     write_csv(rows, out / "sweep.csv")
     shown = (*TABLE_METRICS, *(metrics or []))
     main = [c for c in cols if c in grid or c in shown or c.split(".")[-1] in TABLE_METRICS]
@@ -254,16 +229,10 @@ def write_table(
     if references:
         refs = [{"reference": label, **r} for label, r in references.items()]
         text += "\nReference runs:\n\n" + markdown_table(
-            refs, ["reference", "run", *(c for c in _columns(refs) if c == "n" or c in shown)]
+            refs, ["reference", "run", *(c for c in columns_of(refs) if c == "n" or c in shown)]
         )
     (out / "sweep.md").write_text(text)
     return out / "sweep.csv", out / "sweep.md"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4f}"
-    return str(v)
 
 
 def _panel(rows: list[dict], axes: list[Axis], x_axis: int | None, metric: str, hlines: dict[str, float]) -> Panel:

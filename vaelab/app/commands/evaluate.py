@@ -1,0 +1,192 @@
+"""`vaelab evaluate RUN`: IS log-likelihood, ELBO and active units; with --ais, AIS; with --bdmc, BDMC."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from vaelab.app.argtypes import positive_int
+from vaelab.app.commands import EPILOG
+from vaelab.errors import UserError
+
+
+def add_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the command's subparser to `sub`."""
+    e = sub.add_parser(
+        "evaluate",
+        help="IS log-likelihood, ELBO and active units of a trained run",
+        description="Estimate log p(x) by importance sampling (the IWAE bound with --samples per point), the ELBO "
+        "and the number of active units on a split; writes RUN_DIR/eval-<split>.json. With --ais, estimate log p(x) "
+        "by annealed importance sampling instead; writes RUN_DIR/eval-<split>-ais.json. With --bdmc, bound the error "
+        "of such an AIS by BDMC on data simulated from the model; writes RUN_DIR/eval-bdmc.json. Printed errors are "
+        "named: the Monte Carlo se (other draws; delta method for IS, trustworthy only at a healthy ESS) and the se "
+        "over data (other data points).",
+        epilog=EPILOG,
+    )
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
+    e.add_argument("--split", default=None, help="train, valid or test (default: the config's eval.split)")
+    e.add_argument("--samples", type=positive_int, help="importance samples per point (default: config, 5000)")
+    e.add_argument("--subset", type=positive_int, help="evaluate only the first N examples of the split")
+    e.add_argument("--batch-size", type=positive_int, help="data points per batch (default: config)")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)")
+    e.add_argument(
+        "--ais",
+        nargs="+",
+        metavar="PRESET|KEY=VALUE",
+        help="estimate log p(x) by annealed importance sampling instead, writing eval-<split>-ais.json: a preset, "
+        "aiwae (16 chains x 10000 temperatures x 10 leapfrog steps, acceptance 0.6; Ding & Freedman) or cremer "
+        "(100 chains x 500 temperatures x 10 leapfrog steps; Cremer et al.), both from the prior, then key=value "
+        "overrides of chains, temps, leapfrog, schedule (linear, sigmoidal, geometric), init, step_size, "
+        "target_acceptance, adapt (data, chain, all, none), adapt_rate, jitter, pilot_chains, batch_size, "
+        "replicates (R independent runs per point, annealed together: their spread is the Monte Carlo se; the delta "
+        "method within one run understates it); e.g. --ais cremer chains=10 replicates=4 (give RUN_DIR first)",
+    )
+    e.add_argument(
+        "--bdmc",
+        nargs="*",
+        metavar="PRESET|KEY=VALUE",
+        help="bidirectional Monte Carlo instead: simulate --subset points (default 100) from the model, run forward "
+        "AIS (lower bound) and reverse AIS from the true latents (upper bound) with the --ais presets and settings, "
+        "and print the gap, upper minus lower: the error bound of that AIS on such data; writes eval-bdmc.json",
+    )
+    e.add_argument(
+        "--ais-init",
+        choices=["prior", "posterior"],
+        help="with --ais or --bdmc: start the chains at the prior p(z) (encoder-independent) or at the encoder's "
+        "q(z|x)",
+    )
+    add_common(e)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run `vaelab evaluate`; the exit status."""
+    from vaelab import recording
+    from vaelab.app import runs
+
+    if args.bdmc is not None:
+        return _cmd_evaluate_bdmc(args)
+    if args.ais is not None or args.ais_init is not None:
+        return _cmd_evaluate_ais(args)
+    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    e = run.cfg.eval
+    result = runs.evaluate(
+        run,
+        args.split or e.split,
+        args.samples or e.is_samples,
+        args.subset if args.subset is not None else e.subset,
+        args.batch_size or e.batch_size,
+        e.max_elements,
+        progress=not args.no_progress,
+        predictive_samples=e.predictive_samples,
+    )
+    print_eval(result)
+    return 0
+
+
+def _cmd_evaluate_ais(args) -> int:
+    from vaelab import recording
+    from vaelab.app import runs
+    from vaelab.mcmc.options import parse_ais_options
+
+    if args.ais is None:
+        raise UserError("--ais-init needs --ais (a preset such as aiwae or cremer, and/or key=value settings)")
+    options = parse_ais_options(args.ais, init=args.ais_init)  # before loading: a typo fails at once
+    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    e = run.cfg.eval
+    subset = args.subset if args.subset is not None else e.subset
+    r = runs.evaluate_ais(
+        run, options, args.split or e.split, subset, args.batch_size or e.batch_size, not args.no_progress
+    )
+    same = f"; IS (k={r['is_samples']}) on the same examples: {r['is_log_likelihood']:.2f}" if "is_samples" in r else ""
+    mc = (
+        f"Monte Carlo se {r['log_likelihood_mc_se']:.3f} from {r['replicates']} replicates"
+        if r["replicates"] > 1
+        else f"Monte Carlo se {r['log_likelihood_mc_se']:.3f} by the delta method in one run, which understates it: "
+        "use replicates=R"
+    )
+    print(
+        f"{r['dataset']} {r['split']} ({r['n']} examples): log p(x) ~ {r['log_likelihood']:.2f} ({mc}; se over data "
+        f"{r['log_likelihood_se']:.2f}; AIS, {r['chains']} chains x {r['temps']} temperatures x {r['leapfrog']} "
+        f"leapfrog steps from the {r['init']}), ({r['bits_per_dim']:.3f} bits/dim), ESS {r['ess_mean']:.1f}/"
+        f"{r['chains']}, acceptance {r['acceptance_mean']:.2f}, {r['seconds']:.0f} s{same}"
+    )
+    if r["n_nonfinite"]:
+        print(f"warning: {r['n_nonfinite']} of the {r['n']} AIS estimates are NaN or Inf; the means include them",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _cmd_evaluate_bdmc(args) -> int:
+    from vaelab import recording
+    from vaelab.app import runs
+    from vaelab.mcmc.options import parse_ais_options
+
+    if args.ais is not None:
+        raise UserError("give either --ais or --bdmc (whose presets and key=value settings are those of --ais)")
+    options = parse_ais_options(args.bdmc, init=args.ais_init)
+    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    r = runs.evaluate_bdmc(run, options, args.subset or 100, not args.no_progress)
+    print(
+        f"{r['dataset']}: BDMC on {r['n']} points simulated from the model: log p(x) between {r['lower']:.2f} "
+        f"(forward AIS) and {r['upper']:.2f} (reverse AIS), gap {r['gap']:.3f} (se over points {r['gap_se']:.3f}, "
+        f"max {r['gap_max']:.3f}): the error bound of AIS with {r['chains']} chains x {r['temps']} temperatures x "
+        f"{r['leapfrog']} leapfrog steps from the {r['init']} on such data (single-chain gap "
+        f"{r['per_chain_gap']:.3f}), {r['seconds']:.0f} s"
+    )
+    return 0
+
+
+def print_eval(r: dict) -> None:
+    """Print an `eval-<split>.json` result in one paragraph, with its reliability warnings on stderr."""
+    if "accuracy" in r:  # a classifier; with a latent, the IS estimate is of its evidence log p(y) = log E_r p(y|z)
+        bound = (
+            f", evidence log E_r p(y|z) ~ {r['log_likelihood']:.4f} ({_is_errors(r, 4)}), ELBO {r['elbo']:.4f}"
+            if "log_likelihood" in r
+            else ""
+        )
+        print(
+            f"{r['dataset']} {r['split']} ({r['n']} examples): accuracy {r['accuracy']:.4f}, "
+            f"ECE {r['ece']:.4f} (Guo et al.), {r['ece_true_class']:.4f} (SIWAE app. B), "
+            f"log p(y|x) {r['predictive_log_prob']:.4f} (predictive){bound}"
+        )
+        _warn_reliability(r)
+        return
+    print(
+        f"{r['dataset']} {r['split']} ({r['n']} examples): "
+        f"log p(x) ~ {r['log_likelihood']:.2f} ({_is_errors(r)}), "
+        f"({r['bits_per_dim']:.3f} bits/dim), ELBO {r['elbo']:.2f} (se over data {r['elbo_se']:.2f}), "
+        f"active units {r['active_units']}/{r['latent_dim']}"
+    )
+    if "siwae_log_likelihood" in r:  # a mixture posterior: the stratified estimate from as many draws (SIWAE eq. 2)
+        print(
+            f"SIWAE evidence {r['siwae_log_likelihood']:.2f} (Monte Carlo se {r['siwae_log_likelihood_mc_se']:.3f}, "
+            f"se over data {r['siwae_log_likelihood_se']:.2f}) "
+            f"({r['components']} components x {r['siwae_draws_per_component']} draws)"
+        )
+    if "cpvae" in r:  # CP-VAE: the joint bound (paper Table 1's NVLB) and clustering accuracy
+        c = r["cpvae"]
+        acc = "".join(f", {k.split('_')[0]} accuracy {v:.4f}" for k, v in c.get("clustering", {}).items() if "acc" in k)
+        print(
+            f"CP-VAE: NVLB {c['nvlb']:.2f} +- {c['nvlb_se']:.2f} (KL(c) {c['kl_c']:.2f}, KL(z) {c['kl_z']:.2f}), "
+            f"q(c) perplexity {c['q_c_perplexity']:.1f}/{c['categories']}{acc}"
+        )
+    _warn_reliability(r)
+
+
+def _is_errors(r: dict, digits: int = 2) -> str:
+    """The errors of an IS estimate, named: Monte Carlo se (delta method), se over data, k, ESS."""
+    return (
+        f"Monte Carlo se {r['log_likelihood_mc_se']:.{digits + 1}f}, se over data {r['log_likelihood_se']:.{digits}f}; "
+        f"IS, k={r['is_samples']}, ESS median {r['ess_median']:.1f}, {100 * r['ess_low_share']:.1f}% of points < "
+        f"{r['ess_low_threshold']}"
+    )
+
+
+def _warn_reliability(r: dict) -> None:
+    """One stderr line per reason the IS estimate's numbers are unreliable (low ESS, non-finite values)."""
+    from vaelab.evaluation.loglik import reliability_warnings
+
+    if "log_likelihood" in r:
+        for line in reliability_warnings(r):
+            print(line, file=sys.stderr)

@@ -1,0 +1,57 @@
+"""`vaelab sample RUN`: sample and reconstruction grids (and the pictures a model's capabilities allow)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from vaelab.app.argtypes import nonnegative_int, positive_int
+from vaelab.app.commands import EPILOG
+
+
+def add_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the command's subparser to `sub`."""
+    s = sub.add_parser(
+        "sample",
+        help="sample and reconstruction grids of a trained run",
+        description="Write samples.png (draws from the model) and reconstructions.png (data above their "
+        "reconstructions). A CP-VAE also writes clusters.png (one row per category) and aggregated_posterior.json; "
+        "scalar data (the CP-VAE toy) get samples-histogram.png (generated vs training data) instead.",
+        epilog=EPILOG,
+    )
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
+    s.add_argument("--n", type=positive_int, default=100, help="number of samples (default: 100)")
+    s.add_argument(
+        "--cluster",
+        type=nonnegative_int,
+        metavar="K",
+        help="CP-VAE only: draw every sample from category K (0-based), written to samples-cluster<K>.png",
+    )
+    s.add_argument(
+        "--categories",
+        choices=["posterior", "uniform"],
+        default="posterior",
+        help="CP-VAE only: draw c from the aggregated posterior q(c) over the training set (default, paper eq. 14) "
+        "or from the uniform prior p(c)",
+    )
+    s.add_argument("--out", help="output directory (default: RUN_DIR)")
+    s.add_argument("--seed", type=int, default=0, help="random seed for the samples (default: 0)")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)")
+    add_common(s)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run `vaelab sample`; the exit status."""
+    from vaelab import recording
+    from vaelab.app import runs
+
+    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    out = Path(args.out) if args.out else None
+    paths = runs.sample(run, args.n, out, args.seed, cluster=args.cluster, categories=args.categories)
+    for path in paths:
+        print(f"wrote {path}")
+    if not paths:  # a deterministic classifier, or a VIB whose latent is not 2-D
+        print("nothing to draw: this model has no 2-D latent to picture and generates no images", file=sys.stderr)
+    return 0
