@@ -147,3 +147,13 @@ def test_components_do_not_import_the_registry(graph):
         f"{m} -> {t}" for m, targets in graph.items() if _within(m, COMPONENTS) for t in targets if t in REGISTRY
     )
     assert inward == []
+
+
+def test_the_registry_imports_the_components(graph):
+    imported = {t.split(".")[1] for t in graph["vaelab.config.registry"] | graph["vaelab.config.build"]}
+    assert {"nets", "posteriors", "priors", "likelihoods", "objectives", "models"} <= imported
+
+
+def test_the_config_package_loads_only_the_schema(graph):
+    assert graph["vaelab.config"] <= {"vaelab.config.schema", "vaelab.errors"}
+    assert graph["vaelab.config.schema"] <= {"vaelab.errors"}

@@ -7,6 +7,7 @@ A model needs only `posterior(x)` (a Distribution with batch `[B]`, event `[D]`)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -143,7 +144,8 @@ def bdmc(
 
     `x` an int n simulates n points, z* ~ p(z), x ~ p(x | z*) (`vaelab.mcmc.simulate`: the model's own `simulate`,
     else its prior, decoder and likelihood); a tensor `[B, *event]` needs the latents `z` `[B, D]` that generated it.
-    `options`, `preset` and `settings` as `vaelab.ais` (`replicates` must be 1). Returns `lower`, `upper`, `gap`
+    `options`, `preset` and `settings` as `vaelab.ais` (`replicates` must be 1; with a `seed`, the simulation uses
+    `seed + 2`, forward and reverse AIS `seed` and `seed + 1`). Returns `lower`, `upper`, `gap`
     (means over points), `gap_se`, `per_chain_gap`, `n`, plus `per_example` `lower`, `upper`, `gap` `[B]`.
 
     >>> import torch, vaelab
@@ -160,7 +162,8 @@ def bdmc(
     if isinstance(x, int) and not isinstance(x, bool):
         if x < 1:
             raise ConfigError(f"BDMC needs at least one simulated point, got {x}")
-        with opts.random_state(_device(model, torch.empty(0))):
+        simulation = dataclasses.replace(opts, seed=None if opts.seed is None else opts.seed + 2)
+        with simulation.random_state(_device(model, torch.empty(0))):  # not the AIS runs' streams (seed, seed + 1)
             x, z = simulate(model, x)
     elif z is None:
         raise ConfigError("BDMC needs the latents that generated x (z=...), or an int n to simulate n points")

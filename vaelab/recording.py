@@ -10,6 +10,11 @@ arguments that rebuild the model, found in this order:
 A model that none of these rebuilds (a class defined in `__main__` or a notebook, or a `VAE` assembled from
 parts) is recorded as such: `load` then needs a `template` (the same model, built again by the user), into which
 it loads the weights. The weights are the trainer's checksummed `best.safetensors` (`vaelab.train.checkpoint`).
+
+A run that `vaelab train` wrote is described by its `config.yaml` instead: `load_run` rebuilds it from the config
+(`build_run`: dataset, seed, model) and loads its weights. It is library code, so `vaelab.load` reads such a run
+without the command line; creating, training and evaluating run directories is the application's
+(`vaelab.app.runs`).
 """
 
 from __future__ import annotations

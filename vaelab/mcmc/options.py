@@ -161,17 +161,6 @@ class AISOptions:
         trajectory plus one at its start (log f changes with beta); the pilot chains' too; every replicate's."""
         return self.replicates * points * (self.chains + self.pilot_chains) * (self.temps - 1) * (self.leapfrog + 1)
 
-    def settings(self) -> dict[str, Any]:
-        """The options as plain values for a results file (a Distribution `init` or a tensor `step_size` is named
-        by its type: it is not a setting one can write down)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, (Distribution, Tensor)):
-                value = type(value).__name__
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
     @contextlib.contextmanager
     def random_state(self, device: torch.device | str | None = None) -> Iterator[None]:
         """Within the block, torch's generators start from `seed` (and are restored after it); no-op without one."""

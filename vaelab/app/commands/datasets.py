@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from vaelab.app.commands import EPILOG
+from vaelab.app.commands import EPILOG, AddCommon, Subparsers
 
 
-def add_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     """Add the command's subparser to `sub`."""
     d = sub.add_parser(
         "datasets",

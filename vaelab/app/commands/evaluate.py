@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 from vaelab.app.argtypes import positive_int
-from vaelab.app.commands import EPILOG
+from vaelab.app.commands import EPILOG, AddCommon, Subparsers
 from vaelab.errors import UserError
 
 
-def add_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     """Add the command's subparser to `sub`."""
     e = sub.add_parser(
         "evaluate",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaelab.app.argtypes import nonnegative_int, positive_float, positive_int
+from vaelab.app.commands import AddCommon, Subparsers
 from vaelab.config import GapsConfig
 from vaelab.errors import ConfigError
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # the parser is built on every `vaelab` call: torch is import
     from vaelab.evaluation.gaps import GapResult
 
 
-def add_parser(sub, add_common) -> None:
+def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     """The `gaps` subcommand's parser (every option defaults to the run's `gaps` config section)."""
     g = sub.add_parser(
         "gaps",

@@ -20,6 +20,7 @@ points or IS samples than the protocol, a run that has not finished.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
@@ -32,6 +33,7 @@ from typing import Any
 import yaml
 
 from vaelab.app.argtypes import positive_int
+from vaelab.app.commands import AddCommon, Subparsers
 from vaelab.errors import ConfigError, RunDirError
 
 CATALOGUE = "ledger.yaml"
@@ -370,7 +372,7 @@ def verify(result: Path, subset: int | None, device: str | None, progress: bool)
     }
 
 
-def add_parser(sub, add_common) -> None:
+def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     p = sub.add_parser(
         "ledger",
         help="the results ledger: ship a run into results/, write results/README.md, verify shipped numbers",
@@ -386,7 +388,7 @@ def add_parser(sub, add_common) -> None:
     add_common(p)
 
 
-def command(args) -> int:
+def command(args: argparse.Namespace) -> int:
     results = Path(args.results).resolve()
     if args.action == "build":
         if args.paths:

@@ -21,6 +21,7 @@ the train split's var gap and the settings) into `--out` (default: the runs' com
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -31,6 +32,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vaelab.app.commands import AddCommon, Subparsers
 from vaelab.app.tables import markdown_table, write_csv
 from vaelab.config import Config
 from vaelab.errors import ConfigError, RunDirError
@@ -275,7 +277,7 @@ def write_report(rows: list[dict], protocol: Protocol, out: str | Path) -> tuple
     return write_csv(rows, out / "table1.csv"), out / "table1.md"
 
 
-def add_parser(sub, add_common) -> None:
+def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     """The `report` subcommand's parser."""
     r = sub.add_parser(
         "report",
@@ -311,7 +313,7 @@ def add_parser(sub, add_common) -> None:
     add_common(r)
 
 
-def command(args) -> int:
+def command(args: argparse.Namespace) -> int:
     """Run `vaelab report`: evaluate if asked, then write and print the table."""
     from vaelab.mcmc.options import parse_ais_options
 

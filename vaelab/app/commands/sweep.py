@@ -20,6 +20,7 @@ Grid keys are dotted config keys as for `--set`; a key whose first part is a `mo
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
@@ -29,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from vaelab.app.commands import AddCommon, Subparsers
 from vaelab.app.tables import columns_of, markdown_table, write_csv
 from vaelab.config import Config, ModelConfig, load_config, yaml_number
 from vaelab.errors import ConfigError
@@ -283,7 +285,7 @@ def figure_panels(
     return panels
 
 
-def add_parser(sub, add_common) -> None:
+def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     """The `sweep` subcommand's parser."""
     s = sub.add_parser(
         "sweep",
@@ -330,7 +332,7 @@ def add_parser(sub, add_common) -> None:
     add_common(s)
 
 
-def command(args) -> int:
+def command(args: argparse.Namespace) -> int:
     """Run `vaelab sweep` and print the Markdown table."""
     if args.device:
         args.overrides = [*args.overrides, f"device={args.device}"]

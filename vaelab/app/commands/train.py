@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from vaelab.app.commands import EPILOG
+from vaelab.app.commands import EPILOG, AddCommon, Subparsers
 from vaelab.app.commands.evaluate import print_eval
 from vaelab.errors import UserError
 
 
-def add_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     """Add the command's subparser to `sub`."""
     t = sub.add_parser(
         "train",
