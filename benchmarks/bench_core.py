@@ -93,7 +93,7 @@ def build_trainer(objective: str = "elbo", samples: int = 1, seed: int = 0, over
     """A `Trainer` for the benchmark model on static MNIST (its run directory is never written to)."""
     from vaelab.config.build import build_model
     from vaelab.data import load_dataset
-    from vaelab.train import Trainer
+    from vaelab.train.trainer import Trainer
 
     cfg = vaelab_config(objective, samples, overrides)
     torch.manual_seed(seed)

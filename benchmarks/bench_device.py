@@ -50,7 +50,7 @@ def measure(device: torch.device, quick: bool, repeats: int) -> dict[str, float]
     from vaelab.evaluation import evaluate_log_likelihood
     from vaelab.mcmc import ais
     from vaelab.recording import build_run
-    from vaelab.train import Trainer
+    from vaelab.train.trainer import Trainer
 
     cfg = load_config(REPO / "configs" / "vae_mnist_static.yaml", budget="full")
     cfg.train.progress = False

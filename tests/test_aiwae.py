@@ -23,8 +23,7 @@ from vaelab.data import load_dataset
 from vaelab.errors import ConfigError
 from vaelab.objectives import AIWAE, ELBO, IWAE
 from vaelab.objectives.aiwae import split_parameters
-from vaelab.train import Trainer
-from vaelab.train.trainer import build_objective
+from vaelab.train.trainer import Trainer, build_objective
 
 
 @pytest.fixture(autouse=True, scope="module")

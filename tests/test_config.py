@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from vaelab.config import Config, apply_overrides, config_from_dict, load_config
-from vaelab.config.build import build_model
+from vaelab.config.build import build_model, lr_factor, schedule_epochs
 from vaelab.data import DATASETS, SYNTHETIC
 from vaelab.errors import ConfigError
-from vaelab.train.lr_schedules import lr_factor, schedule_epochs
 
 
 def test_default_config_builds_the_quickstart_model():

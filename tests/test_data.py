@@ -41,7 +41,7 @@ from vaelab.data import (
 )
 from vaelab.data.dataset import binarize, build_dataset
 from vaelab.errors import ConfigError, CorruptFile, DataError, DatasetNotFound, UserError
-from vaelab.train import Trainer
+from vaelab.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

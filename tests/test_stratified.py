@@ -509,8 +509,8 @@ def test_burn_in_fits_the_prior_and_resumes_exactly(tmp_path):
     from vaelab import recording
     from vaelab.app import runs
     from vaelab.config import load_config
-    from vaelab.train import Trainer
     from vaelab.train.burn_in import burn_in, burn_in_loss
+    from vaelab.train.trainer import Trainer
 
     overrides = [
         "data.subset=64",
@@ -553,7 +553,7 @@ def test_burn_in_fits_the_prior_and_resumes_exactly(tmp_path):
 def _train_toy(objective: str, tmp_path, epochs: int = 15, subset: int = 320):
     from vaelab import recording
     from vaelab.config import load_config
-    from vaelab.train import Trainer
+    from vaelab.train.trainer import Trainer
 
     cfg = load_config(
         "configs/siwae/toy_abs_narrow.yaml",

@@ -12,7 +12,8 @@ from vaelab import recording
 from vaelab.app import runs
 from vaelab.config import load_config
 from vaelab.errors import TrainingDiverged
-from vaelab.train import Trainer, latest_checkpoint
+from vaelab.train.checkpoint import latest_checkpoint
+from vaelab.train.trainer import Trainer
 
 TINY = [
     "data.subset=600",

@@ -38,9 +38,8 @@ from vaelab.mcmc.options import AISOptions
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.protocols import LatentModel
 from vaelab.recording import Run, build_run, read_run_config
-from vaelab.train import Trainer, latest_checkpoint
-from vaelab.train.checkpoint import atomic_write_text, load_weights
-from vaelab.train.trainer import finite_weights, fit_with_provenance
+from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
+from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance
 from vaelab.viz import (
     save_histogram,
     save_image_grid,

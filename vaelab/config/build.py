@@ -11,7 +11,7 @@ import math
 
 from torch import Tensor, nn
 
-from vaelab.config.registry import LIKELIHOODS, NETWORKS, POSTERIORS, PRIORS, Registry, split_section
+from vaelab.config.registry import LIKELIHOODS, LR_SCHEDULES, NETWORKS, POSTERIORS, PRIORS, Registry, split_section
 from vaelab.config.schema import ModelConfig
 from vaelab.errors import ConfigError
 from vaelab.models import HVAE, VAE, VIB, Classifier, PixelHVAE
@@ -277,3 +277,22 @@ OBJECTIVES: Registry[Objective] = Registry(
         },
     },
 )
+
+
+# --- learning-rate schedules ----------------------------------------------------------------------------------
+
+
+def build_schedule(schedule: dict):
+    """`factor(epoch, step)` for a config `{type: ..., options}` (`ConfigError` if it is not a valid one)."""
+    options = dict(schedule)
+    return LR_SCHEDULES.build(options.pop("type", "constant"), options)
+
+
+def lr_factor(schedule: dict, epoch: int, step: int = 0) -> float:
+    """Multiplier of the base learning rate in `epoch` (0-based) before optimizer step `step` (0-based)."""
+    return build_schedule(schedule)(epoch, step)
+
+
+def schedule_epochs(schedule: dict) -> int | None:
+    """The number of epochs a schedule prescribes (iwae: sum of 3^i), or None if it sets none."""
+    return getattr(build_schedule(schedule), "total_epochs", None)

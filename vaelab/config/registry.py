@@ -46,6 +46,7 @@ from vaelab.posteriors import (
 )
 from vaelab.priors import MixtureOfGaussians, StandardNormal, VampPrior
 from vaelab.priors.vampprior import initial_pseudo_inputs
+from vaelab.train import lr_schedules
 
 T = TypeVar("T")
 
@@ -347,5 +348,7 @@ LIKELIHOODS: Registry[nn.Module] = Registry(
         "discretized_logistic": DiscretizedLogisticLikelihood,
     },
 )
-#: Filled by `vaelab.train.lr_schedules` (its builders return functions of the epoch, not classes).
-LR_SCHEDULES: Registry = Registry("learning-rate schedule")
+#: Its builders return functions `factor(epoch, step)`, not modules (`vaelab.train.lr_schedules`).
+LR_SCHEDULES: Registry = Registry(
+    "learning-rate schedule", {"constant": lr_schedules.constant, "step": lr_schedules.step, "iwae": lr_schedules.iwae}
+)

@@ -42,7 +42,7 @@ from vaelab.config import Config, load_config
 from vaelab.data.toy_abs import NOISE_VARS, exact_log_marginal, exact_log_posterior
 from vaelab.errors import ConfigError, UserError
 from vaelab.evaluation.stratified import evaluate_stratified_log_likelihood, implicit_posterior_sample
-from vaelab.train import Trainer
+from vaelab.train.trainer import Trainer
 from vaelab.viz.curves import save_curves
 from vaelab.viz.posterior2d import save_posterior_panels
 

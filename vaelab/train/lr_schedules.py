@@ -1,6 +1,7 @@
 """Learning-rate schedules as functions of the epoch and the optimizer step (derived state, so resuming needs
 nothing saved). Each builder returns `factor(epoch, step) -> float`, both counted from 0; `step` is the number of
 optimizer steps taken before the current one. A factor that changes within an epoch has `per_step = True`.
+Config names meet these builders in `vaelab.config.registry.LR_SCHEDULES` (`vaelab.config.build.build_schedule`).
 
 * constant;
 * step: lr * gamma^(epoch // every), or lr * gamma^(step // every_steps) (SIWAE app. D.3: halved every
@@ -11,17 +12,14 @@ optimizer steps taken before the current one. A factor that changes within an ep
 
 from __future__ import annotations
 
-from vaelab.config.registry import LR_SCHEDULES
 from vaelab.errors import ConfigError
 
 
-@LR_SCHEDULES.register("constant")
-def _constant():
+def constant():
     return lambda epoch, step=0: 1.0
 
 
-@LR_SCHEDULES.register("step")
-def _step(every: int | None = None, gamma: float = 0.5, every_steps: int | None = None):
+def step(every: int | None = None, gamma: float = 0.5, every_steps: int | None = None):
     if (every is None) == (every_steps is None):
         raise ConfigError("lr_schedule step: set exactly one of 'every' (epochs) and 'every_steps' (optimizer steps)")
     if every_steps is not None:
@@ -38,8 +36,7 @@ def _step(every: int | None = None, gamma: float = 0.5, every_steps: int | None 
     return lambda epoch, step=0: gamma ** (epoch // every)
 
 
-@LR_SCHEDULES.register("iwae")
-def _iwae(stages: int = 8, base: int = 3, decay: float = 7.0):
+def iwae(stages: int = 8, base: int = 3, decay: float = 7.0):
     ends, total = [], 0
     for i in range(stages):
         total += base**i
@@ -52,18 +49,3 @@ def _iwae(stages: int = 8, base: int = 3, decay: float = 7.0):
     factor.total_epochs = total  # type: ignore[attr-defined]
     return factor
 
-
-def build_schedule(schedule: dict):
-    """`factor(epoch, step)` for a config `{type: ..., options}` (`ConfigError` if it is not a valid one)."""
-    options = dict(schedule)
-    return LR_SCHEDULES.build(options.pop("type", "constant"), options)
-
-
-def lr_factor(schedule: dict, epoch: int, step: int = 0) -> float:
-    """Multiplier of the base learning rate in `epoch` (0-based) before optimizer step `step` (0-based)."""
-    return build_schedule(schedule)(epoch, step)
-
-
-def schedule_epochs(schedule: dict) -> int | None:
-    """The number of epochs a schedule prescribes (iwae: sum of 3^i), or None if it sets none."""
-    return getattr(build_schedule(schedule), "total_epochs", None)

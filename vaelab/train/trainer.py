@@ -28,12 +28,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vaelab.config import Config
-from vaelab.config.build import OBJECTIVES
+from vaelab.config.build import OBJECTIVES, build_schedule
 from vaelab.errors import ConfigError, CorruptRunFile, RunDirError, TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from vaelab.train.lr_schedules import build_schedule
 from vaelab.train.optimizers import build_optimizer, grad_sum
 from vaelab.train.transfer import freeze, init_generative_from
 

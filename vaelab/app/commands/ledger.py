@@ -303,7 +303,7 @@ def build(results: Path) -> Path:
 def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False) -> Path:
     """Copy `run_dir` into `results/<mirror of config>`; without `checkpoint` its checkpoints stay behind (a
     finished run), with it only the latest one goes (a run to resume in a later session)."""
-    from vaelab.train import latest_checkpoint
+    from vaelab.train.checkpoint import latest_checkpoint
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

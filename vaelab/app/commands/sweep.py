@@ -139,7 +139,7 @@ def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> 
     """Train (or resume, or reuse) the run in `run_dir` and return its `eval-<split>.json` contents."""
     from vaelab import recording
     from vaelab.app import runs
-    from vaelab.train import latest_checkpoint
+    from vaelab.train.checkpoint import latest_checkpoint
 
     result_path = run_dir / f"eval-{split}.json"
     if result_path.is_file():
