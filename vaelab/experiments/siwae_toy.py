@@ -42,7 +42,7 @@ from vaelab.config import Config, load_config
 from vaelab.data.toy_abs import NOISE_VARS, exact_log_marginal, exact_log_posterior
 from vaelab.errors import ConfigError, UserError
 from vaelab.evaluation.stratified import evaluate_stratified_log_likelihood, implicit_posterior_sample
-from vaelab.train.trainer import Trainer
+from vaelab.train.trainer import Trainer, fit_with_provenance
 from vaelab.viz.curves import save_curves
 from vaelab.viz.posterior2d import save_posterior_panels
 
@@ -148,7 +148,7 @@ def train_method(cfg: Config, run_dir: Path, overwrite: bool = False, replicates
         evidence_x=data[: cfg.eval.subset] if cfg.eval.subset else data,
         replicates=replicates,
     )
-    trainer.fit()
+    fit_with_provenance(trainer)  # provenance.json: command, commit, machine, threads, wall time
     run.model.eval()
     return run
 
