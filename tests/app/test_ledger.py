@@ -110,6 +110,39 @@ def test_add_in_flight_ships_only_the_latest_checkpoint(repo, tmp_path):
     assert (shipped / "latest").read_text().strip() == newest
 
 
+def test_an_experiments_runs_ship_together_with_the_exact_value_beside_each(repo, tmp_path):
+    """An experiment that writes several runs (the SIWAE toy: one per estimator) ships as one directory; a row
+    names its run and the key of the exact value, which gets its own column."""
+    root = tmp_path / "repo"
+    shutil.copytree(repo / "configs", root / "configs")
+    (root / "results").mkdir()
+    toy = tmp_path / "toy"
+    for method, value in (("siwae", -1.51), ("selbo", -2.03)):
+        shutil.copytree(repo / "run", toy / method)
+        result = {"split": "train", "n": 1000, "siwae_samples": 1000000, "siwae_log_likelihood": value,
+                  "siwae_log_likelihood_se": 0.01, "exact_log_likelihood": -1.527}  # fmt: skip
+        (toy / method / "eval-train.json").write_text(json.dumps(result))
+    (toy / "results.md").write_text("table\n")
+    rows = [{"row": m, "config": "configs/g/tiny.yaml", "run": m, "split": "train", "value": v,
+             "metric": "siwae_log_likelihood", "se_metric": "siwae_log_likelihood_se",
+             "exact_metric": "exact_log_likelihood"} for m, v in (("siwae", -1.505), ("selbo", -2.024))]  # fmt: skip
+    catalogue = {"papers": [{"title": "Toy", "rows": rows}]}
+    (root / "results" / "ledger.yaml").write_text(yaml.safe_dump(catalogue))
+    vaelab("ledger", "add", str(toy), "configs/g/tiny.yaml", "--results", str(root / "results"))
+    shipped = root / "results" / "g" / "tiny"
+    assert (shipped / "results.md").is_file() and (shipped / "siwae" / "best.safetensors").is_file()
+    assert not (shipped / "siwae" / "checkpoints").exists()
+    vaelab("ledger", "build", "--results", str(root / "results"))
+    text = (root / "results" / "README.md").read_text()
+    assert "| row | paper | vaelab | ± se | exact | delta |" in text
+    line = next(line for line in text.splitlines() if line.startswith("| [siwae]"))
+    assert "| -1.51 | 0.01 | -1.53 | -0.01 |" in line and "| 1000 | 1000000 |" in line
+    with pytest.raises(Exception, match="nor an experiment"):
+        from vaelab.app.commands.ledger import add
+
+        add(tmp_path / "nothing-here", "configs/g/tiny.yaml", root / "results")
+
+
 def test_config_deviations_and_catalogue(repo):
     run_cfg = yaml.safe_load((repo / "run" / "config.yaml").read_text())
     devs = config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml")

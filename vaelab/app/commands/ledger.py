@@ -62,6 +62,8 @@ class Row:
     projected: str | None = None  # measured-throughput projection, for a row not yet run
     command: str | None = None  # how to fill the row (default: train the config at its full budget)
     notes: str | None = None  # what was measured about the row (an ablation when it falls short), shown below
+    run: str | None = None  # a run directory inside the config's results (an experiment with several: the toy)
+    exact_metric: str | None = None  # dotted key of the exact value (a toy's exact log p(x)), shown beside ours
 
 
 def repo_root(results: Path) -> Path:
@@ -145,6 +147,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
 
     root = repo_root(results)
     run = result_dir(results, row.config)
+    run = run / row.run if row.run else run
     out: dict[str, Any] = {"row": row.row, "paper": row.value, "dir": run.relative_to(results).as_posix()}
     fill = row.command or f"vaelab train {row.config} --budget full --run-dir {run.relative_to(root).as_posix()}"
     eval_path = run / f"eval-{row.split}.json"
@@ -164,8 +167,10 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     se = _get(result, row.se_metric) if row.se_metric else None
     ours = None if value is None else row.scale * value
     out["vaelab"], out["se"] = ours, (None if se is None else abs(row.scale) * se)
+    exact = _get(result, row.exact_metric) if row.exact_metric else None
+    out["exact"] = None if exact is None else row.scale * exact
     out["test_points"] = result.get("n")
-    out["is_samples"] = result.get("is_samples")
+    out["is_samples"] = result.get("is_samples", result.get("siwae_samples"))
     deviations = list(row.deviations)
     deviations += config_deviations(run_cfg, root / row.config)
     want_n, want_k = row.protocol.get("test_points"), row.protocol.get("is_samples")
@@ -227,31 +232,17 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
     ]
     for title, rows in tables.items():
         lines += [f"## {title}", ""]
-        lines += [
-            "| row | paper | vaelab | ± se | delta | goal | test points | IS k | epochs | wall | threads | steps/s | "
-            "commit | deviations from the protocol |",
-            "|" + "---|" * 14,
-        ]
+        exact = any(row.exact_metric for row in rows)  # a column for the exact value, where a table has one
+        head = ["row", "paper", "vaelab", "± se", *(["exact"] if exact else []), "delta", "goal", "test points"]
+        head += ["IS k", "epochs", "wall", "threads", "steps/s", "commit", "deviations from the protocol"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         pending = []
         for row in rows:
             s = row_status(row, results)
             if s["status"] != "done":
-                cells = [
-                    row.row,
-                    _num(row.value),
-                    s["status"],
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    str(s.get("epochs", "")),
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-                cells.append("; ".join(row.deviations))
+                cells = [row.row, _num(row.value), s["status"], *[""] * (len(head) - 3)]
+                cells[head.index("epochs")] = str(s.get("epochs", ""))
+                cells[-1] = "; ".join(row.deviations)
                 pending.append((row, s))
             else:
                 cells = [
@@ -259,6 +250,7 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
                     _num(row.value),
                     _num(s.get("vaelab")),
                     _num(s.get("se")),
+                    *([_num(s.get("exact"))] if exact else []),
                     _num(s.get("delta")),
                     s.get("goal", ""),
                     str(s.get("test_points", "")),
@@ -306,8 +298,14 @@ def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False) -> 
     from vaelab.train.checkpoint import latest_checkpoint
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{str(run_dir)!r} is not a vaelab run directory (no config.yaml in it)")
+    runs_inside = [d for d in run_dir.iterdir() if (d / "config.yaml").is_file()] if run_dir.is_dir() else []
+    if not (run_dir / "config.yaml").is_file() and not runs_inside:
+        raise RunDirError(
+            f"{str(run_dir)!r} is not a vaelab run directory (no config.yaml in it) nor an experiment's directory of "
+            "runs (none of its subdirectories has one)"
+        )
+    if checkpoint and not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{str(run_dir)!r} is an experiment's directory: ship it when it is finished")
     if not (repo_root(results) / config).is_file():
         raise ConfigError(f"config {config!r} does not exist under {repo_root(results)}")
     dest = result_dir(results, config)
