@@ -48,4 +48,3 @@ def iwae(stages: int = 8, base: int = 3, decay: float = 7.0):
 
     factor.total_epochs = total  # type: ignore[attr-defined]
     return factor
-
