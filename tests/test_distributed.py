@@ -29,9 +29,9 @@ TESTS = Path(__file__).resolve().parent
 TIMEOUT = 240  # seconds per launch: a hang fails here (the launches take 10-20 s on an idle 2-core machine)
 
 
-def torchrun(*args: str, cwd: Path) -> str:
+def torchrun(*args: str, cwd: Path, fails: bool = False) -> str:
     """Run `torchrun --standalone --nproc_per_node 2 ARGS` in `cwd` and return its output; fail on a non-zero exit
-    or, killing the whole process group, after `TIMEOUT` seconds."""
+    (with `fails`, on a zero one) or, killing the whole process group, after `TIMEOUT` seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     proc = subprocess.Popen(
@@ -43,7 +43,7 @@ def torchrun(*args: str, cwd: Path) -> str:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         pytest.fail(f"torchrun {' '.join(args)} hung (killed after {TIMEOUT} s):\n{out[-3000:]}")
-    assert proc.returncode == 0, f"torchrun {' '.join(args)} exited with {proc.returncode}:\n{out[-3000:]}"
+    assert (proc.returncode != 0) == fails, f"torchrun {' '.join(args)} exited with {proc.returncode}:\n{out[-3000:]}"
     return out
 
 
@@ -70,7 +70,8 @@ def test_shard_is_distributed_samplers(n, world):
 def test_torchrun_train_uneven_data_and_rank0_alone_writes(tmp_path):
     """`torchrun -m vaelab train` on 601 examples (301 and 300 per rank before padding) finishes; the default run
     directory is one (rank 0's timestamp), written once: one config, one metrics line per epoch with the same
-    number of steps on each rank (2 epochs x ceil(301 / 100)), one provenance session of world size 2."""
+    number of steps on each rank (2 epochs x ceil(301 / 100)), one provenance session of world size 2. Training
+    into it again is refused on every rank without a hang."""
     out = torchrun(
         "-m", "vaelab", "train", *TINY, "--set", "data.subset=601", "--set", "train.epochs=2", cwd=tmp_path
     )  # fmt: skip
@@ -84,6 +85,9 @@ def test_torchrun_train_uneven_data_and_rank0_alone_writes(tmp_path):
     (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]
     assert session["world_size"] == 2 and session["finished"] and session["steps"] == 8
     assert [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+    out = torchrun("-m", "vaelab", "train", *TINY, "--run-dir", str(run_dir), cwd=tmp_path, fails=True)
+    assert out.count("already holds a run") == 1, out  # refused on every rank, said once (by rank 0), no hang
 
 
 def test_ddp_resume_matches_and_ranks_agree(tmp_path):

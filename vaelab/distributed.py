@@ -121,7 +121,8 @@ def broadcast_object(obj: T) -> T:
 
 def on_rank0(fn: Callable[[], T]) -> T | None:
     """Call `fn` on rank 0 alone (the run directory's checks and writes) and let every rank know how it went: an
-    exception it raised is raised on every rank (so none waits for a rank that has stopped). Returns `fn`'s result on
+    exception it raised is raised on every rank (so none waits for a rank that has stopped), marked
+    `raised_on_rank0` on the others. Returns `fn`'s result on
     rank 0, None elsewhere. One process: `fn()`."""
     rank, size = world()
     if size == 1:
@@ -137,6 +138,7 @@ def on_rank0(fn: Callable[[], T]) -> T | None:
     if rank == 0 and error is not None:
         raise error
     if box[0] is not None:
+        box[0].raised_on_rank0 = True  # type: ignore[attr-defined]  # rank 0 reports it; the CLI stays quiet here
         raise box[0]  # type: ignore[misc]
     return result
 
