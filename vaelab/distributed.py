@@ -119,6 +119,17 @@ def broadcast_object(obj: T) -> T:
     return box[0]  # type: ignore[return-value]
 
 
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's `obj` (picklable; tensors in it on the CPU), in rank order, on every rank. One process:
+    `[obj]`."""
+    size = world()[1]
+    if size == 1:
+        return [obj]
+    out: list = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def on_rank0(fn: Callable[[], T]) -> T | None:
     """Call `fn` on rank 0 alone (the run directory's checks and writes) and let every rank know how it went: an
     exception it raised is raised on every rank (so none waits for a rank that has stopped), marked
