@@ -34,6 +34,7 @@ from torch import nn
 
 from vaelab import distributed
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
+from vaelab.data.dataset import derive_seed
 from vaelab.data.supervised import Supervised, predicts_labels
 from vaelab.errors import ConfigError, DataError, RunDirError
 from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
@@ -42,7 +43,7 @@ from vaelab.mcmc import ais_replicates, bdmc, simulate
 from vaelab.mcmc.options import AISOptions
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.protocols import LatentModel
-from vaelab.recording import Run, build_run, read_run_config
+from vaelab.recording import Run, build_run, read_run_config, resolve_device
 from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
 from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance
 from vaelab.viz import (
@@ -246,6 +247,20 @@ def train(
     return run
 
 
+def rank_device(cfg: Config, device: str | None = None) -> str | None:
+    """Under torchrun (`WORLD_SIZE` > 1): start the process group (`vaelab.distributed.start`) and return this rank's
+    device (`device`, else the config's; on CUDA `cuda:LOCAL_RANK`). In one process: `device`, unchanged."""
+    if distributed.environment()[1] <= 1:
+        return device
+    return str(distributed.start(resolve_device(device or cfg.device)))
+
+
+def shards_evaluation(run: Run, data) -> bool:
+    """Whether `evaluate` shares the IS estimate out over the ranks for `run` on `data`: an unsupervised
+    `LatentModel` whose likelihood does not read CP-VAE's category (the others are evaluated on rank 0 alone)."""
+    return isinstance(run.model, LatentModel) and not isinstance(data, Supervised) and not reads_category(run.model)
+
+
 def _data(run: Run, split: str, subset: int | None) -> torch.Tensor:
     x = run.dataset.split(split)
     return x[:subset] if subset else x
@@ -260,6 +275,7 @@ def evaluate(
     max_elements: int = 2**24,
     progress: bool = True,
     predictive_samples: int = 10_000,
+    batch_seeds: bool = False,
 ) -> dict:
     """IS log-likelihood (k = `samples`), ELBO and active units on a split; writes `eval-<split>.json` (means with
     their spread over data and Monte Carlo errors, ESS, non-finite counts: `ISEstimate.summary`), the per-example
@@ -268,16 +284,40 @@ def evaluate(
     For a mixture posterior also the stratified SIWAE evidence from the same number of draws (`siwae_*`). For a
     VIB classifier (labelled data) the IS estimate is of its evidence log p(y) = log E_r[p(y | z)] (x enters
     only through the proposal q(z | x)), and `classify` adds accuracy and calibration of the posterior
-    predictive; a deterministic classifier (no posterior) gets only those."""
-    check_writable(run.path)  # before the work, not after it
+    predictive; a deterministic classifier (no posterior) gets only those.
+
+    `batch_seeds`: seed each batch of points by its index (`evaluate_log_likelihood`'s `batch_seed`), so the
+    per-point IS values are the same for any number of processes; the default, one stream through the batches, is
+    how the shipped results were evaluated. Under torchrun every rank calls this: the IS estimate is shared out
+    over the ranks with batch seeds (`shards_evaluation`; other runs are evaluated by rank 0 alone), rank 0 finishes
+    the evaluation and writes it, and the other ranks return {}."""
+    rank, world = distributed.world()
     x = _data(run, split, subset)
+    if world > 1 and not shards_evaluation(run, x):
+        if rank != 0:
+            return {}
+        world = 1  # rank 0 alone, as one process would (nothing below communicates then)
+    if world > 1:
+        distributed.on_rank0(lambda: check_writable(run.path))  # before the work, not after it
+    else:
+        check_writable(run.path)
+    batch_seeds = batch_seeds or world > 1
     start = time.perf_counter()
     torch.manual_seed(run.cfg.seed + 1)
     result = {"split": split, "dataset": run.dataset.name}
     if isinstance(run.model, LatentModel):
         over_c = reads_category(run.model)  # CP-VAE's p(x | z, c): IS stratified over c (vaelab.evaluation.cpvae)
-        estimate = log_likelihood_over_c if over_c else evaluate_log_likelihood
-        est = estimate(run.model, x, samples, batch_size, max_elements, progress)
+        if over_c:
+            est = log_likelihood_over_c(run.model, x, samples, batch_size, max_elements, progress)
+        else:
+            seed = run.cfg.seed + 1 if batch_seeds else None
+            est = evaluate_log_likelihood(
+                run.model, x, samples, batch_size, max_elements, progress, batch_seed=seed, shard=world > 1
+            )
+        if rank != 0:  # every rank's share was gathered; rank 0 finishes the evaluation and writes it
+            return {}
+        if batch_seeds:  # the draws below do not depend on which rank estimated which batch
+            torch.manual_seed(derive_seed(run.cfg.seed + 1, "after IS"))
         n_active, _ = active_units(run.model, _data(run, split, None))
         result.update(
             {"is_samples": samples, **est.summary(), "active_units": n_active, "latent_dim": run.model.latent_dim}

@@ -1,4 +1,8 @@
-"""`vaelab evaluate RUN`: IS log-likelihood, ELBO and active units; with --ais, AIS; with --bdmc, BDMC."""
+"""`vaelab evaluate RUN`: IS log-likelihood, ELBO and active units; with --ais, AIS; with --bdmc, BDMC.
+
+Under torchrun (`torchrun --nproc_per_node N -m vaelab evaluate RUN`) the IS estimate's batches are shared out over
+the ranks, each seeded by its index (`--batch-seeds`), and rank 0 writes and prints the result (`runs.evaluate`);
+--ais and --bdmc run in one process only, for now."""
 
 from __future__ import annotations
 
@@ -30,6 +34,12 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     e.add_argument("--batch-size", type=positive_int, help="data points per batch (default: config)")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)")
     e.add_argument(
+        "--batch-seeds",
+        action="store_true",
+        help="seed each batch of points by its index, as under torchrun, so that the per-point IS values are the same "
+        "for any number of processes (default in one process: one stream through the batches)",
+    )
+    e.add_argument(
         "--ais",
         nargs="+",
         metavar="PRESET|KEY=VALUE",
@@ -60,14 +70,15 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run `vaelab evaluate`; the exit status."""
-    from vaelab import recording
+    from vaelab import distributed, recording
     from vaelab.app import runs
 
-    if args.bdmc is not None:
-        return _cmd_evaluate_bdmc(args)
-    if args.ais is not None or args.ais_init is not None:
-        return _cmd_evaluate_ais(args)
-    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    if args.bdmc is not None or args.ais is not None or args.ais_init is not None:
+        if distributed.environment()[1] > 1:
+            raise UserError("vaelab evaluate --ais and --bdmc do not run under torchrun yet; run them in one process")
+        return _cmd_evaluate_bdmc(args) if args.bdmc is not None else _cmd_evaluate_ais(args)
+    device = runs.rank_device(recording.read_run_config(args.run_dir), args.device)  # under torchrun: this rank's
+    run = recording.load_run(args.run_dir, args.checkpoint, device)
     e = run.cfg.eval
     result = runs.evaluate(
         run,
@@ -78,8 +89,10 @@ def command(args: argparse.Namespace) -> int:
         e.max_elements,
         progress=not args.no_progress,
         predictive_samples=e.predictive_samples,
+        batch_seeds=args.batch_seeds,
     )
-    print_eval(result)
+    if result:  # {} on ranks other than 0
+        print_eval(result)
     return 0
 
 

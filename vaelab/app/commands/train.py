@@ -1,7 +1,8 @@
 """`vaelab train`: train a model from a YAML config (or resume a run), then evaluate it and draw its pictures.
 
 Under torchrun (`torchrun --nproc_per_node N -m vaelab train CONFIG`) every rank trains its shard of each epoch on its
-own device (`vaelab.distributed.start`) and rank 0 alone writes the run, evaluates it and draws its pictures."""
+own device (`vaelab.distributed.start`), rank 0 alone writes the run, the ranks share its evaluation's IS estimate
+(`runs.evaluate`), and rank 0 writes that and draws the pictures."""
 
 from __future__ import annotations
 
@@ -51,7 +52,6 @@ def command(args: argparse.Namespace) -> int:
     from vaelab import distributed
     from vaelab.app import runs
     from vaelab.config import load_config
-    from vaelab.recording import resolve_device
 
     if args.resume:
         if args.config or args.budget:
@@ -65,9 +65,7 @@ def command(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
-    device = args.device
-    if distributed.environment()[1] > 1:  # under torchrun: the process group, and this rank's device
-        device = str(distributed.start(resolve_device(device or cfg.device)))
+    device = runs.rank_device(cfg, args.device)  # under torchrun: the process group started, this rank's device
     if not args.resume:
         run_dir = runs.run_dir_path(cfg, args.run_dir)
         if distributed.world()[1] > 1:  # the default's timestamp is rank 0's, so that every rank trains one run
@@ -79,15 +77,16 @@ def command(args: argparse.Namespace) -> int:
         if rank == 0:
             print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}", file=sys.stderr)
         return 130
-    if rank != 0:  # rank 0 alone evaluates the run and draws its pictures
-        return 0
-    print(f"training done; metrics in {run_dir / 'metrics.jsonl'}", file=sys.stderr)
+    if rank == 0:
+        print(f"training done; metrics in {run_dir / 'metrics.jsonl'}", file=sys.stderr)
     if args.no_eval:
         return 0
     e = cfg.eval
     result = runs.evaluate(
         run, e.split, e.is_samples, e.subset, e.batch_size, e.max_elements, cfg.train.progress, e.predictive_samples
     )
+    if rank != 0:  # rank 0 writes the evaluation and draws the pictures
+        return 0
     print_eval(result)
     for path in runs.sample(run, e.grid**2):
         print(f"wrote {path}", file=sys.stderr)
