@@ -1,15 +1,17 @@
 """Training on torch.distributed (issue 11): 2 ranks under torchrun on the CPU (gloo), each launch with a timeout so
 that a hang fails the test instead of blocking CI; the shard semantics (`vaelab.distributed.shard`) in-process.
 
-Two launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
-and `ddp_worker.py` (a run resumed under DDP against an uninterrupted one; AIWAE with a VampPrior and SIWAE with
-burn-in, whose ranks must end with the same weights and step sizes).
+Four launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
+again into the same directory (refused), `vaelab evaluate` of that run (sharded IS against one process), and
+`ddp_worker.py` (a run resumed under DDP against an uninterrupted one; AIWAE with a VampPrior and SIWAE with burn-in,
+whose ranks must end with the same weights and step sizes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from torch.utils.data import DistributedSampler
 from vaelab import distributed
 from vaelab.app import runs
 from vaelab.app.runs import resume_config
+from vaelab.recording import load_run
 
 TESTS = Path(__file__).resolve().parent
 TIMEOUT = 240  # seconds per launch: a hang fails here (the launches take 10-20 s on an idle 2-core machine)
@@ -67,15 +70,21 @@ def test_shard_is_distributed_samplers(n, world):
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
 
 
-def test_torchrun_train_uneven_data_and_rank0_alone_writes(tmp_path):
-    """`torchrun -m vaelab train` on 601 examples (301 and 300 per rank before padding) finishes; the default run
-    directory is one (rank 0's timestamp), written once: one config, one metrics line per epoch with the same
-    number of steps on each rank (2 epochs x ceil(301 / 100)), one provenance session of world size 2. Training
-    into it again is refused on every rank without a hang."""
-    out = torchrun(
-        "-m", "vaelab", "train", *TINY, "--set", "data.subset=601", "--set", "train.epochs=2", cwd=tmp_path
-    )  # fmt: skip
-    (run_dir,) = (tmp_path / "runs").iterdir()
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, str]:
+    """`torchrun -m vaelab train` on 601 examples (301 and 300 per rank before padding), 2 epochs, into the default
+    run directory under a fresh working directory: (the run directory, torchrun's output)."""
+    cwd = tmp_path_factory.mktemp("ddp")
+    out = torchrun("-m", "vaelab", "train", *TINY, "--set", "data.subset=601", "--set", "train.epochs=2", cwd=cwd)
+    (run_dir,) = (cwd / "runs").iterdir()
+    return run_dir, out
+
+
+def test_torchrun_train_uneven_data_and_rank0_alone_writes(ddp_run, tmp_path):
+    """Training on uneven data finishes; the default run directory is one (rank 0's timestamp), written once: one
+    config, one metrics line per epoch with the same number of steps on each rank (2 epochs x ceil(301 / 100)), one
+    provenance session of world size 2. Training into it again is refused on every rank without a hang."""
+    run_dir, out = ddp_run
     assert out.count("run directory:") == 1 and out.count("training done") == 1, out
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "best.safetensors", "best.safetensors.sha256", "checkpoints", "config.yaml", "metrics.jsonl",
@@ -88,6 +97,23 @@ def test_torchrun_train_uneven_data_and_rank0_alone_writes(tmp_path):
 
     out = torchrun("-m", "vaelab", "train", *TINY, "--run-dir", str(run_dir), cwd=tmp_path, fails=True)
     assert out.count("already holds a run") == 1, out  # refused on every rank, said once (by rank 0), no hang
+
+
+def test_sharded_evaluation_equals_one_process(ddp_run, tmp_path):
+    """`torchrun -m vaelab evaluate RUN` shares the IS batches out over 2 ranks (3 batches of 100, 100 and 50
+    points); its per-point values equal one process's with `batch_seeds`, and so its summary does."""
+    copies = [tmp_path / "sharded", tmp_path / "single"]
+    for copy in copies:
+        shutil.copytree(ddp_run[0], copy)
+    out = torchrun("-m", "vaelab", "evaluate", str(copies[0]), "--samples", "20", "--subset", "250", cwd=tmp_path)
+    assert out.count("log p(x) ~") == 1, out
+    runs.evaluate(load_run(copies[1]), "test", 20, 250, 100, progress=False, batch_seeds=True)
+    sharded, single = (torch.load(c / "eval-test-per-example.pt", weights_only=True) for c in copies)
+    assert sharded.keys() == single.keys() and all(torch.equal(sharded[k], single[k]) for k in single)
+    summaries = [json.loads((c / "eval-test.json").read_text()) for c in copies]
+    for summary in summaries:
+        summary.pop("seconds")
+    assert summaries[0] == summaries[1] and summaries[0]["n"] == 250
 
 
 def test_ddp_resume_matches_and_ranks_agree(tmp_path):
