@@ -150,6 +150,7 @@ def test_config_deviations_and_catalogue(repo):
     run_cfg = yaml.safe_load((repo / "run" / "config.yaml").read_text())
     devs = config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml")
     assert devs == ["train.lr = 0.001 (protocol 0.0005)"]
+    assert config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml", ("train.lr",)) == []  # set per run
     rows = read_catalogue(repo / "results")["Paper X, Table 1"]
     assert [r.row for r in rows] == ["tiny VAE", "not yet"]
     assert "Paper X, Table 1" in render({"Paper X, Table 1": rows}, repo / "results")

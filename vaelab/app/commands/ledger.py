@@ -64,6 +64,7 @@ class Row:
     notes: str | None = None  # what was measured about the row (an ablation when it falls short), shown below
     run: str | None = None  # a run directory inside the config's results (an experiment with several: the toy)
     exact_metric: str | None = None  # dotted key of the exact value (a toy's exact log p(x)), shown beside ours
+    sets: list = field(default_factory=list)  # config keys the experiment sets per run (the toy: objective)
     goal_against: str = "paper"  # or "exact": the goal is `tolerance` of the exact value (delta stays vs the paper)
 
 
@@ -118,10 +119,11 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_deviations(run_config: dict, config_path: Path) -> list[str]:
+def config_deviations(run_config: dict, config_path: Path, sets: tuple[str, ...] = ()) -> list[str]:
     """The keys where the run's resolved config differs from `config_path` at its full budget. Keys the run's
     config lacks (added to the schema after it ran) take their defaults; settings that do not change the result
-    (`NOT_PROTOCOL`: progress bars, threads, device, the gaps command's options) are left out."""
+    (`NOT_PROTOCOL`: progress bars, threads, device, the gaps command's options) are left out, and so are the keys
+    under `sets` (which an experiment sets for each of its runs: they are the row, not a deviation)."""
     from vaelab.config import config_from_dict, load_config
 
     try:
@@ -134,7 +136,7 @@ def config_deviations(run_config: dict, config_path: Path) -> list[str]:
     return [
         f"{k} = {ran.get(k)!r} (protocol {protocol.get(k)!r})"
         for k in keys
-        if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith(NOT_PROTOCOL)
+        if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith((*NOT_PROTOCOL, *sets))
     ]
 
 
@@ -173,7 +175,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     out["test_points"] = result.get("n")
     out["is_samples"] = result.get("is_samples", result.get("siwae_samples"))
     deviations = list(row.deviations)
-    deviations += config_deviations(run_cfg, root / row.config)
+    deviations += config_deviations(run_cfg, root / row.config, tuple(row.sets))
     want_n, want_k = row.protocol.get("test_points"), row.protocol.get("is_samples")
     if want_n and out["test_points"] and out["test_points"] < want_n:
         deviations.append(f"{out['test_points']} of {want_n} test points")
