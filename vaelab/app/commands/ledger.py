@@ -64,6 +64,7 @@ class Row:
     notes: str | None = None  # what was measured about the row (an ablation when it falls short), shown below
     run: str | None = None  # a run directory inside the config's results (an experiment with several: the toy)
     exact_metric: str | None = None  # dotted key of the exact value (a toy's exact log p(x)), shown beside ours
+    source: str | None = None  # the result file in the run (default eval-<split>.json; `vaelab gaps`: gaps.json)
     sets: list = field(default_factory=list)  # config keys the experiment sets per run (the toy: objective)
     goal_against: str = "paper"  # or "exact": the goal is `tolerance` of the exact value (delta stays vs the paper)
 
@@ -153,7 +154,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     run = run / row.run if row.run else run
     out: dict[str, Any] = {"row": row.row, "paper": row.value, "dir": run.relative_to(results).as_posix()}
     fill = row.command or f"vaelab train {row.config} --budget full --run-dir {run.relative_to(root).as_posix()}"
-    eval_path = run / f"eval-{row.split}.json"
+    eval_path = run / (row.source or f"eval-{row.split}.json")
     if not (run / "config.yaml").is_file() or not eval_path.is_file():
         in_flight = (run / "checkpoints").is_dir()
         if in_flight:  # a checkpoint shipped to go on from: resuming is the command that fills the row
@@ -172,7 +173,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     out["vaelab"], out["se"] = ours, (None if se is None else abs(row.scale) * se)
     exact = _get(result, row.exact_metric) if row.exact_metric else None
     out["exact"] = None if exact is None else row.scale * exact
-    out["test_points"] = result.get("n")
+    out["test_points"] = result.get("n")  # every result file vaelab writes names its number of points "n"
     out["is_samples"] = result.get("is_samples", result.get("siwae_samples"))
     deviations = list(row.deviations)
     deviations += config_deviations(run_cfg, root / row.config, tuple(row.sets))
