@@ -38,7 +38,7 @@ def start_command(threads: int | None) -> int:
     n = threads or default_threads()
     torch.set_num_threads(n)
     load, cores = load_average(), os.cpu_count() or 1
-    if load >= cores:
+    if load >= cores and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone says it
         print(
             f"warning: load average {load:.1f} on {cores} cores: other jobs hold the cores, so this runs slower "
             f"than on an idle machine ({n} torch thread{'s' if n > 1 else ''}; --threads sets it)",

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             start_command(args.threads)
         return COMMANDS[args.command].command(args)
     except (UserError, TrainingDiverged) as err:
-        print(f"vaelab {args.command}: error: {err}", file=sys.stderr)
+        if not getattr(err, "raised_on_rank0", False):  # under torchrun, an error of rank 0's is printed there
+            print(f"vaelab {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

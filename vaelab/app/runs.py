@@ -11,6 +11,10 @@ checks pass; a new run directory that fails before its first checkpoint is remov
 created); `overwrite` replaces only a run (`is_run_dir`) and moves it aside to `<dir>.replaced-<timestamp>`
 (kept, never deleted); a resume changes only `config.RESUMABLE_KEYS` and rewrites `config.yaml` after its
 checkpoint has loaded.
+
+Under torchrun (`vaelab.distributed`), `train` runs on every rank, but only rank 0 checks, creates and writes the
+run directory (`distributed.on_rank0`: an error there is raised on every rank); every rank builds the model and
+trains it (the run directory must be on a filesystem every node sees, for `--resume`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vaelab import distributed
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
 from vaelab.data.supervised import Supervised, predicts_labels
 from vaelab.errors import ConfigError, DataError, RunDirError
@@ -200,26 +205,34 @@ def train(
     The config, the model, the dataset and its fit to the model are checked before anything is written. A new run
     directory (`check_new_run_dir`; with `overwrite` an old run there is moved aside first) that fails before its
     first checkpoint is removed again and the old run moved back. A resume may change only what
-    `config.check_resume_changes` allows; the changed config is saved after the checkpoint has loaded."""
+    `config.check_resume_changes` allows; the changed config is saved after the checkpoint has loaded. Under
+    torchrun only rank 0 touches the run directory (module docstring)."""
     run_dir = Path(run_dir)
+    rank, _ = distributed.world()
+    saved = read_run_config(run_dir) if resume else None
     if resume:
-        saved = read_run_config(run_dir)
         check_resume_changes(saved, cfg)
-        check_writable(run_dir)
+        distributed.on_rank0(lambda: check_writable(run_dir))
     else:
-        check_new_run_dir(run_dir, overwrite)
+        distributed.on_rank0(lambda: check_new_run_dir(run_dir, overwrite))
     run = build_run(cfg, run_dir, device)
     check_data(run.model, run.dataset)
     trainer = Trainer(cfg, run_dir, run.model, run.dataset, run.device, resuming=resume)
     created = None
     if resume:
         trainer.resume()  # with no checkpoint yet, the freshly seeded model starts over as a new run would
-        if cfg.to_dict() != saved.to_dict():
+        if rank == 0 and cfg.to_dict() != saved.to_dict():
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     else:
-        created = _make_run_dir(run_dir, overwrite)
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    print(f"run directory: {run_dir}", file=sys.stderr)
+
+        def make() -> _NewRunDir:
+            made = _make_run_dir(run_dir, overwrite)
+            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+            return made
+
+        created = distributed.on_rank0(make)
+    if rank == 0:
+        print(f"run directory: {run_dir}", file=sys.stderr)
     try:
         fit_with_provenance(trainer)  # recording this session in the run's provenance file
     except Exception:

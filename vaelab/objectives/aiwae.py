@@ -24,6 +24,8 @@ order of the two half-steps (a difference of one step's update, O(lr)).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -115,6 +117,7 @@ class AIWAE(Objective):
         self.elbo = ELBO(samples=1, analytic_kl=analytic_kl)
         self._acceptance_sum = torch.zeros(temperatures - 1, dtype=torch.float64)
         self._steps = 0
+        self._rank_mean: Callable[[Tensor], Tensor] | None = None  # under DDP (`set_rank_mean`)
 
     # --- the two gradients ----------------------------------------------------------------------------
     def anneal(self, model, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -161,8 +164,16 @@ class AIWAE(Objective):
         ]
         return [g for g in groups if g["params"]]
 
+    def set_rank_mean(self, mean: Callable[[Tensor], Tensor]) -> None:
+        """Under DDP: adapt the step sizes to the acceptance `[T-1]` averaged over the ranks (that of the whole
+        batch, the ranks' batches being of one size), so they stay the same on every rank."""
+        self._rank_mean = mean
+
     def _adapt(self, acceptance: Tensor) -> None:
-        acc = acceptance.detach().to("cpu", torch.float64)
+        acceptance = acceptance.detach()
+        if self._rank_mean is not None:
+            acceptance = self._rank_mean(acceptance)
+        acc = acceptance.to("cpu", torch.float64)
         self._acceptance_sum += acc
         self._steps += 1
         if self.adaptation is not None:

@@ -13,6 +13,7 @@ lambda = 1, beta: 0 -> 1; entropy annealing is beta = 1, lambda: 0 -> 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -87,7 +88,8 @@ class Objective:
     """A bound to maximise: `objective(model, x, beta, entropy_weight)` -> per-data-point values `[B]`.
 
     The trainer calls the optional hooks below at fixed points; each has a no-op default, so an objective
-    overrides only those it needs (AIWAE: `param_groups`, `epoch_metrics`, `state_dict`; CP-VAE: `set_epoch`).
+    overrides only those it needs (AIWAE: `param_groups`, `epoch_metrics`, `state_dict`, `set_rank_mean`; CP-VAE:
+    `set_epoch`).
 
     >>> import torch, vaelab
     >>> class Half(vaelab.Objective):
@@ -121,6 +123,11 @@ class Objective:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
+
+    def set_rank_mean(self, mean: Callable[[Tensor], Tensor]) -> None:
+        """Called once under DDP with `mean`, which averages a tensor over the ranks (a collective: every rank must
+        call it at the same point), for state that must stay the same on every rank (AIWAE's step sizes). Default:
+        not needed."""
 
 
 class ELBO(Objective):

@@ -11,6 +11,11 @@ epoch 1 of a fresh run, with its own Adam (the run's settings) so the training o
 resumed from a checkpoint has done it already; one killed during it has no checkpoint and restarts from the
 seeded initialisation, so resumed runs repeat it exactly. The data order of burn-in epoch b comes from a
 generator seeded by (run seed, "burn-in", b); the prior draws from the global RNG (as the training draws).
+
+Under DDP (the trainer's `world` > 1) each rank takes its `vaelab.distributed.shard` of that order (the same number
+of steps on every rank), draws from its own stream (seeded from (seed, "rank", r, "burn-in")), the gradients are
+averaged over the ranks, and the loss and gradient check are all-reduced, so every rank skips the same steps and the
+weights stay the same everywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from vaelab import distributed
 from vaelab.data.dataset import derive_seed
 from vaelab.train.optimizers import build_optimizer, grad_sum
 
@@ -44,10 +50,11 @@ def burn_in(trainer) -> dict:
     optimizer = build_optimizer(cfg, model)
     data, bs = trainer.train_data(0), cfg.data.batch_size
     model.train()
+    trainer.seed_rank("burn-in")
     start, total, count = time.perf_counter(), 0.0, 0
     for b in range(epochs):
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "burn-in", b))
-        order = torch.randperm(data.shape[0], generator=g)[trainer.rank :: trainer.world]
+        order = distributed.shard(torch.randperm(data.shape[0], generator=g), trainer.rank, trainer.world)
         bar = tqdm(
             range(0, order.numel(), bs),
             desc=f"burn-in {b + 1}/{epochs}",
@@ -64,7 +71,9 @@ def burn_in(trainer) -> dict:
                     if p.grad is not None:
                         dist.all_reduce(p.grad)
                         p.grad /= trainer.world
-            value, check = torch.stack([loss.detach(), grad_sum(model.parameters()).to(loss)]).tolist()
+            pair = distributed.all_sum(torch.stack([loss.detach(), grad_sum(model.parameters()).to(loss)]))
+            value, check = pair.tolist()
+            value /= trainer.world
             if math.isfinite(value) and math.isfinite(check):  # else skip the step, as training does
                 optimizer.step()
                 total, count = total + value, count + 1

@@ -6,9 +6,16 @@ dataset's dynamic binarization is seeded the same way, and the global torch RNG 
 is saved in every checkpoint. A run resumed from the checkpoint after epoch e therefore continues exactly
 as the uninterrupted run would.
 
-Distributed: the loss is computed by `TrainingModule.forward`, so wrapping it in
-`DistributedDataParallel` (when `torch.distributed` is initialised, e.g. under `torchrun`) synchronises
-gradients; each rank takes every world-th example of the epoch's permutation and only rank 0 writes.
+Distributed (a process group running, e.g. `torchrun ... -m vaelab train`; `vaelab.distributed`): the loss is
+computed by `TrainingModule.forward`, which is wrapped in `DistributedDataParallel`, so the gradients are averaged
+over the ranks. Each rank takes its `vaelab.distributed.shard` of the epoch's permutation (padded to a multiple of
+the world size, as `DistributedSampler` does), so every rank takes the same number of steps; the per-rank batch is
+`data.batch_size` and the effective batch `world * data.batch_size`. Each step's loss and gradient check are
+all-reduced, so every rank skips the same non-finite steps, and the validation bound is summed over the ranks'
+blocks of the validation set, so early stopping decides the same everywhere. Rank r's global RNG (latent draws) is
+reseeded at the start of epoch e from (seed, "rank", r, e), so ranks draw independent noise and a resume continues
+exactly for any world size. Only rank 0 writes (metrics, checkpoints, best weights, TensorBoard). One process
+(world size 1) is unchanged: one global RNG stream, saved in each checkpoint.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from vaelab import distributed
 from vaelab.config import Config
 from vaelab.config.build import OBJECTIVES, build_schedule
+from vaelab.data.dataset import derive_seed
 from vaelab.errors import ConfigError, CorruptRunFile, RunDirError, TrainingDiverged
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.train.burn_in import burn_in
@@ -108,9 +116,11 @@ class Trainer:
                 f"not {type(self.objective).__name__}"
             )
         self.module: nn.Module = TrainingModule(model, self.objective)
-        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        if self.world > 1:
-            self.module = nn.parallel.DistributedDataParallel(self.module)
+        self.rank, self.world = distributed.world()
+        if self.world > 1:  # averages the gradients over ranks; broadcasts rank 0's weights and buffers now
+            ids = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else None
+            self.module = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+            self.objective.set_rank_mean(distributed.all_mean)  # e.g. AIWAE's step sizes, the same on every rank
         self.optimizer = build_optimizer(cfg, model, self.objective)
         self._lr_schedule = build_schedule(cfg.train.lr_schedule)  # a bad one fails now, before the run dir is written
         self.state = TrainState()
@@ -167,14 +177,17 @@ class Trainer:
 
         The loss and the gradient check are read back together (one device sync per step). A non-finite
         loss still goes through `backward` (its gradients are then non-finite too and the step is skipped),
-        so that under DDP every rank takes part in the gradient all-reduce.
+        so that under DDP every rank takes part in the gradient all-reduce. Under DDP the pair is all-reduced too:
+        the loss returned is the mean over ranks, and a non-finite value on any rank skips the step on every rank.
         """
         loss = -self.module(x, beta, entropy_weight).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip, params = self.cfg.train.grad_clip, self.model.parameters()
         check = nn.utils.clip_grad_norm_(params, clip) if clip else grad_sum(params)  # non-finite iff a grad is
-        loss_value, check_value = torch.stack([loss.detach(), check.to(loss)]).tolist()
+        pair = distributed.all_sum(torch.stack([loss.detach(), check.to(loss)]))  # [2]: summed over ranks
+        loss_value, check_value = pair.tolist()
+        loss_value /= self.world
         if not (math.isfinite(loss_value) and math.isfinite(check_value)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -187,14 +200,22 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
+    def seed_rank(self, *when: int | str) -> None:
+        """Under DDP: reseed the global RNG from (seed, "rank", rank, *when), rank r's own stream (nothing in one
+        process, whose stream runs on and is checkpointed)."""
+        if self.world > 1:
+            torch.manual_seed(derive_seed(self.cfg.seed, "rank", self.rank, *when))
+
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
+        self.seed_rank(epoch)
         lr = self._set_lr(epoch)
         per_step = getattr(self._lr_schedule, "per_step", False)
         beta, entropy_weight = self._weights(epoch)
         self.objective.set_epoch(epoch)  # an objective's own per-epoch schedule (CP-VAE's temperature)
         data = self.train_data(epoch)
-        order = torch.randperm(data.shape[0], generator=epoch_generator(cfg.seed, epoch))[self.rank :: self.world]
+        order = torch.randperm(data.shape[0], generator=epoch_generator(cfg.seed, epoch))
+        order = distributed.shard(order, self.rank, self.world)  # ceil(N / world) on every rank
         bs = cfg.data.batch_size
         batches = range(0, order.numel(), bs)
         self.model.train()
@@ -226,7 +247,7 @@ class Trainer:
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{total / count:.2f}")
         elapsed = time.perf_counter() - start
-        if skipped:
+        if skipped and self.rank == 0:
             warnings.warn(
                 f"epoch {epoch + 1}: skipped {skipped} step(s) with a non-finite loss or gradient", stacklevel=2
             )
@@ -259,11 +280,16 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Mean negative bound (beta = lambda = 1) on the validation split."""
+        """Mean negative bound (beta = lambda = 1) on the validation split. Under DDP each rank bounds its
+        `distributed.block` of the split and the sums (a float64 scalar on the CPU) are all-reduced, so every rank
+        returns the same value."""
         self.model.eval()
         data, bs, total = self.valid_data(), self.cfg.data.eval_batch_size, 0.0
-        for b in range(0, data.shape[0], bs):
-            total += float(self.objective(self.model, data[b : b + bs].to(self.device)).sum())
+        lo, hi = distributed.block(data.shape[0], self.rank, self.world)
+        for b in range(lo, hi, bs):
+            total += float(self.objective(self.model, data[b : min(b + bs, hi)].to(self.device)).sum())
+        if self.world > 1:
+            total = float(distributed.all_sum(torch.tensor(total, dtype=torch.float64)))
         return -total / data.shape[0]
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -319,6 +345,7 @@ class Trainer:
         epochs.close()
         if self._tb is not None:
             self._tb.close()
+        distributed.barrier()  # rank 0's last checkpoint and best weights are complete before any rank reads them
         return st
 
     def _log(self, row: dict) -> None:
@@ -341,7 +368,7 @@ def fit_with_provenance(trainer: Trainer) -> TrainState:
         st = trainer.state
         provenance.record_session(
             run_dir, session, finished, epochs=[first_epoch, st.epoch], steps=st.step,
-            finished_training=st.finished, stop_reason=st.stop_reason,
+            finished_training=st.finished, stop_reason=st.stop_reason, world_size=trainer.world,
         )  # fmt: skip
 
     trainer.on_checkpoint = record  # after each checkpoint: a killed session's record says how far it got

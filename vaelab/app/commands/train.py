@@ -1,4 +1,7 @@
-"""`vaelab train`: train a model from a YAML config (or resume a run), then evaluate it and draw its pictures."""
+"""`vaelab train`: train a model from a YAML config (or resume a run), then evaluate it and draw its pictures.
+
+Under torchrun (`torchrun --nproc_per_node N -m vaelab train CONFIG`) every rank trains its shard of each epoch on its
+own device (`vaelab.distributed.start`) and rank 0 alone writes the run, evaluates it and draws its pictures."""
 
 from __future__ import annotations
 
@@ -45,8 +48,10 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run `vaelab train`; the exit status."""
+    from vaelab import distributed
     from vaelab.app import runs
     from vaelab.config import load_config
+    from vaelab.recording import resolve_device
 
     if args.resume:
         if args.config or args.budget:
@@ -60,13 +65,22 @@ def command(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    device = args.device
+    if distributed.environment()[1] > 1:  # under torchrun: the process group, and this rank's device
+        device = str(distributed.start(resolve_device(device or cfg.device)))
     if not args.resume:
         run_dir = runs.run_dir_path(cfg, args.run_dir)
+        if distributed.world()[1] > 1:  # the default's timestamp is rank 0's, so that every rank trains one run
+            run_dir = Path(distributed.broadcast_object(str(run_dir)))
+    rank = distributed.world()[0]
     try:  # checks everything before writing; prints the run directory once it is in use
-        run = runs.train(cfg, run_dir, resume=bool(args.resume), device=args.device, overwrite=args.overwrite)
+        run = runs.train(cfg, run_dir, resume=bool(args.resume), device=device, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}", file=sys.stderr)
+        if rank == 0:
+            print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}", file=sys.stderr)
         return 130
+    if rank != 0:  # rank 0 alone evaluates the run and draws its pictures
+        return 0
     print(f"training done; metrics in {run_dir / 'metrics.jsonl'}", file=sys.stderr)
     if args.no_eval:
         return 0
