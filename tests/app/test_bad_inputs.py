@@ -76,6 +76,9 @@ def refused_and_kept(capsys, good: Path, argv: list[str], command: str, *message
             "train.lr_schedule={type: step, every: 1.5}",
             "option 'every' of learning-rate schedule 'step' must be a whole",
         ),
+        ("objective.options={samples: 0}", "option 'samples' of objective 'elbo' must be at least 1, got 0"),
+        ("train.lr_schedule={type: step, every: 1, gamma: 0}", "option 'gamma' of learning-rate schedule 'step' must"),
+        ("model.likelihood={type: gaussian, sigma: -1}", "option 'sigma' of likelihood 'gaussian' must be > 0"),
     ],
 )
 def test_a_config_value_out_of_range_is_one_line(good, capsys, setting, message):

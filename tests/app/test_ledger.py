@@ -125,7 +125,8 @@ def test_an_experiments_runs_ship_together_with_the_exact_value_beside_each(repo
     (toy / "results.md").write_text("table\n")
     rows = [{"row": m, "config": "configs/g/tiny.yaml", "run": m, "split": "train", "value": v,
              "metric": "siwae_log_likelihood", "se_metric": "siwae_log_likelihood_se",
-             "exact_metric": "exact_log_likelihood"} for m, v in (("siwae", -1.505), ("selbo", -2.024))]  # fmt: skip
+             "exact_metric": "exact_log_likelihood", "goal_against": "exact", "tolerance": 0.02}
+            for m, v in (("siwae", -1.505), ("selbo", -2.024))]  # fmt: skip
     catalogue = {"papers": [{"title": "Toy", "rows": rows}]}
     (root / "results" / "ledger.yaml").write_text(yaml.safe_dump(catalogue))
     vaelab("ledger", "add", str(toy), "configs/g/tiny.yaml", "--results", str(root / "results"))
@@ -136,7 +137,9 @@ def test_an_experiments_runs_ship_together_with_the_exact_value_beside_each(repo
     text = (root / "results" / "README.md").read_text()
     assert "| row | paper | vaelab | ± se | exact | delta |" in text
     line = next(line for line in text.splitlines() if line.startswith("| [siwae]"))
-    assert "| -1.51 | 0.01 | -1.53 | -0.01 |" in line and "| 1000 | 1000000 |" in line
+    assert "| -1.51 | 0.01 | -1.53 | -0.01 | yes (0.017 from exact) |" in line and "| 1000 | 1000000 |" in line
+    selbo = next(line for line in text.splitlines() if line.startswith("| [selbo]"))
+    assert "| no (0.503 from exact) |" in selbo
     with pytest.raises(Exception, match="nor an experiment"):
         from vaelab.app.commands.ledger import add
 
@@ -147,6 +150,7 @@ def test_config_deviations_and_catalogue(repo):
     run_cfg = yaml.safe_load((repo / "run" / "config.yaml").read_text())
     devs = config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml")
     assert devs == ["train.lr = 0.001 (protocol 0.0005)"]
+    assert config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml", ("train.lr",)) == []  # set per run
     rows = read_catalogue(repo / "results")["Paper X, Table 1"]
     assert [r.row for r in rows] == ["tiny VAE", "not yet"]
     assert "Paper X, Table 1" in render({"Paper X, Table 1": rows}, repo / "results")

@@ -101,6 +101,7 @@ def check_options(
     (or one the library sets), or a value that must be a number (an integer) is none."""
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        _check_ranges(options, what)
         return options
     allowed = [n for n in params if n not in (reserved or {})]
     out = dict(options)
@@ -119,7 +120,28 @@ def check_options(
             if kind is int and not number.is_integer():
                 raise ConfigError(f"option {key!r} of {what} must be a whole number, got {value!r}")
             out[key] = int(number) if kind is int else number
+    _check_ranges(out, what)
     return out
+
+
+#: Options that count something (at least one) or are scales (positive), whichever component takes them.
+COUNTS = ("samples", "chains", "temperatures", "leapfrog_steps", "components", "categories", "stages", "every",
+          "every_steps", "base_depth", "features", "channels", "layers")  # fmt: skip
+NON_NEGATIVE = ("burn_in_epochs",)
+POSITIVE = ("step_size", "sigma", "init_scale", "gamma", "temperature")
+
+
+def _check_ranges(options: dict[str, Any], what: str) -> None:
+    """`ConfigError` for a count below 1 (`samples: 0` would give an empty average, NaN) or a scale <= 0."""
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in COUNTS and value < 1:
+            raise ConfigError(f"option {key!r} of {what} must be at least 1, got {value!r}")
+        if key in NON_NEGATIVE and value < 0:
+            raise ConfigError(f"option {key!r} of {what} must be 0 or more, got {value!r}")
+        if key in POSITIVE and not value > 0:
+            raise ConfigError(f"option {key!r} of {what} must be > 0, got {value!r}")
 
 
 def _numeric_kind(param: inspect.Parameter) -> type | None:

@@ -64,6 +64,9 @@ class Row:
     notes: str | None = None  # what was measured about the row (an ablation when it falls short), shown below
     run: str | None = None  # a run directory inside the config's results (an experiment with several: the toy)
     exact_metric: str | None = None  # dotted key of the exact value (a toy's exact log p(x)), shown beside ours
+    source: str | None = None  # the result file in the run (default eval-<split>.json; `vaelab gaps`: gaps.json)
+    sets: list = field(default_factory=list)  # config keys the experiment sets per run (the toy: objective)
+    goal_against: str = "paper"  # or "exact": the goal is `tolerance` of the exact value (delta stays vs the paper)
 
 
 def repo_root(results: Path) -> Path:
@@ -117,10 +120,11 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_deviations(run_config: dict, config_path: Path) -> list[str]:
+def config_deviations(run_config: dict, config_path: Path, sets: tuple[str, ...] = ()) -> list[str]:
     """The keys where the run's resolved config differs from `config_path` at its full budget. Keys the run's
     config lacks (added to the schema after it ran) take their defaults; settings that do not change the result
-    (`NOT_PROTOCOL`: progress bars, threads, device, the gaps command's options) are left out."""
+    (`NOT_PROTOCOL`: progress bars, threads, device, the gaps command's options) are left out, and so are the keys
+    under `sets` (which an experiment sets for each of its runs: they are the row, not a deviation)."""
     from vaelab.config import config_from_dict, load_config
 
     try:
@@ -133,7 +137,7 @@ def config_deviations(run_config: dict, config_path: Path) -> list[str]:
     return [
         f"{k} = {ran.get(k)!r} (protocol {protocol.get(k)!r})"
         for k in keys
-        if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith(NOT_PROTOCOL)
+        if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith((*NOT_PROTOCOL, *sets))
     ]
 
 
@@ -150,7 +154,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     run = run / row.run if row.run else run
     out: dict[str, Any] = {"row": row.row, "paper": row.value, "dir": run.relative_to(results).as_posix()}
     fill = row.command or f"vaelab train {row.config} --budget full --run-dir {run.relative_to(root).as_posix()}"
-    eval_path = run / f"eval-{row.split}.json"
+    eval_path = run / (row.source or f"eval-{row.split}.json")
     if not (run / "config.yaml").is_file() or not eval_path.is_file():
         in_flight = (run / "checkpoints").is_dir()
         if in_flight:  # a checkpoint shipped to go on from: resuming is the command that fills the row
@@ -169,10 +173,10 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     out["vaelab"], out["se"] = ours, (None if se is None else abs(row.scale) * se)
     exact = _get(result, row.exact_metric) if row.exact_metric else None
     out["exact"] = None if exact is None else row.scale * exact
-    out["test_points"] = result.get("n")
+    out["test_points"] = result.get("n")  # every result file vaelab writes names its number of points "n"
     out["is_samples"] = result.get("is_samples", result.get("siwae_samples"))
     deviations = list(row.deviations)
-    deviations += config_deviations(run_cfg, root / row.config)
+    deviations += config_deviations(run_cfg, root / row.config, tuple(row.sets))
     want_n, want_k = row.protocol.get("test_points"), row.protocol.get("is_samples")
     if want_n and out["test_points"] and out["test_points"] < want_n:
         deviations.append(f"{out['test_points']} of {want_n} test points")
@@ -207,6 +211,9 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
         diff = ours - row.value if row.higher_is_better else row.value - ours
         out["delta"] = diff  # positive: better than the paper
         out["goal"] = "yes" if diff >= -row.tolerance else "no"
+    if ours is not None and row.goal_against == "exact":
+        gap = None if out.get("exact") is None else abs(ours - out["exact"])
+        out["goal"] = "" if gap is None else ("yes" if gap <= row.tolerance else "no") + f" ({gap:.3f} from exact)"
     out["status"] = "done"
     return out
 
@@ -224,7 +231,8 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
         "Each `results/G/NAME/` is the run of `configs/G/NAME.yaml`: `vaelab evaluate results/G/NAME` recomputes",
         "its number from the shipped weights (`vaelab ledger verify` compares them point by point), and",
         "`vaelab sample results/G/NAME` draws from them. `delta` is vaelab minus the paper, signed so that positive",
-        "is better; `goal` says whether the row is within its tolerance of the paper, or better. Wall time is the",
+        "is better; `goal` says whether the row is within its tolerance of the paper, or better (of the exact value,",
+        "where the row says so). Wall time is the",
         "sum over the `vaelab train` invocations in `provenance.json` (training and the final evaluation). A row to",
         "fill is trained with the command shown (one thread: `OMP_NUM_THREADS=1`), then shipped with",
         "`vaelab ledger add RUN_DIR CONFIG` and the README rebuilt with `vaelab ledger build`.",
