@@ -174,6 +174,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     exact = _get(result, row.exact_metric) if row.exact_metric else None
     out["exact"] = None if exact is None else row.scale * exact
     out["test_points"] = result.get("n")  # every result file vaelab writes names its number of points "n"
+    out["eval_wall"] = _hours(result["seconds"]) if isinstance(result.get("seconds"), (int, float)) else ""
     out["is_samples"] = result.get("is_samples", result.get("siwae_samples"))
     deviations = list(row.deviations)
     deviations += config_deviations(run_cfg, root / row.config, tuple(row.sets))
@@ -233,7 +234,8 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
         "`vaelab sample results/G/NAME` draws from them. `delta` is vaelab minus the paper, signed so that positive",
         "is better; `goal` says whether the row is within its tolerance of the paper, or better (of the exact value,",
         "where the row says so). Wall time is the",
-        "sum over the `vaelab train` invocations in `provenance.json` (training and the final evaluation). A row to",
+        "sum over the `vaelab train` sessions in `provenance.json` (training; the earliest rows' sessions also took in",
+        "the final evaluation), `eval` the evaluation's own time (`seconds` in the result file). A row to",
         "fill is trained with the command shown (one thread: `OMP_NUM_THREADS=1`), then shipped with",
         "`vaelab ledger add RUN_DIR CONFIG` and the README rebuilt with `vaelab ledger build`.",
         "",
@@ -242,7 +244,7 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
         lines += [f"## {title}", ""]
         exact = any(row.exact_metric for row in rows)  # a column for the exact value, where a table has one
         head = ["row", "paper", "vaelab", "± se", *(["exact"] if exact else []), "delta", "goal", "test points"]
-        head += ["IS k", "epochs", "wall", "threads", "steps/s", "commit", "deviations from the protocol"]
+        head += ["IS k", "epochs", "wall", "eval", "threads", "steps/s", "commit", "deviations from the protocol"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         pending = []
         for row in rows:
@@ -265,6 +267,7 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
                     str(s.get("is_samples", "")),
                     str(s.get("epochs", "")),
                     s.get("wall", ""),
+                    s.get("eval_wall", ""),
                     s.get("threads", ""),
                     _num(s.get("steps_per_s"), 0),
                     s.get("commit", ""),
