@@ -17,6 +17,7 @@ from vaelab.errors import ConfigError
 from vaelab.models import HVAE, VAE, VIB, Classifier, PixelHVAE
 from vaelab.models.cpvae import CPVAE, DECODER_INPUTS, check_pair, is_pair
 from vaelab.models.hvae import HierarchicalPrior, Join
+from vaelab.nets.init import apply_weight_init
 from vaelab.objectives import (
     AIWAE,
     CIWAE,
@@ -40,9 +41,10 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...], train_data: Tens
     """encoder -> posterior family -> prior -> decoder -> likelihood, as `cfg` names them. `train_data`
     `[N, *event]` is offered to components that initialise from data (VampPrior's `init: data`)."""
     options = {k: v for k, v in vars(cfg).items()}
-    kind = options.pop("type")
+    kind, weight_init = options.pop("type"), options.pop("weight_init")
     options.update(options.pop("options"))
-    return MODELS.build(kind, options, event_shape=tuple(event_shape), train_data=train_data)
+    model = MODELS.build(kind, options, event_shape=tuple(event_shape), train_data=train_data)
+    return apply_weight_init(model, weight_init)
 
 
 def build_objective(section: dict) -> Objective:

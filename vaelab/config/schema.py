@@ -81,6 +81,7 @@ class ModelConfig:
     prior: dict = field(default_factory=lambda: {"type": "standard_normal"})
     likelihood: dict = field(default_factory=lambda: {"type": "bernoulli"})
     options: dict = field(default_factory=dict)  # the model type's own options (e.g. hvae: latent_dim2)
+    weight_init: str = one_of("default", "he_normal")  # vaelab.nets.init: PyTorch's, or He-normal (VampPrior code)
 
 
 @dataclass
