@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -354,12 +355,13 @@ def open_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
     return Run(path, cfg, model, dataset, dev)
 
 
-def rank_device(cfg: Config, device: str | None = None) -> str | None:
-    """Under torchrun (`WORLD_SIZE` > 1): start the process group (`vaelab.distributed.start`) and return this rank's
-    device (`device`, else the config's; on CUDA `cuda:LOCAL_RANK`). In one process: `device`, unchanged."""
+def rank_device(cfg: Config, device: str | None = None, timeout: timedelta | None = None) -> str | None:
+    """Under torchrun (`WORLD_SIZE` > 1): start the process group (`vaelab.distributed.start`, collectives waiting
+    at most `timeout`) and return this rank's device (`device`, else the config's; on CUDA `cuda:LOCAL_RANK`). In
+    one process: `device`, unchanged."""
     if distributed.environment()[1] <= 1:
         return device
-    return str(distributed.start(resolve_device(device or cfg.device)))
+    return str(distributed.start(resolve_device(device or cfg.device), timeout))
 
 
 def shards_evaluation(run: Run, data) -> bool:
