@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import binary_images, tiny_vae
+from helpers import TINY, binary_images, tiny_vae
 from test_bad_inputs import one_error_line
 from test_run_safety import cli
 
@@ -87,6 +87,8 @@ def test_a_fit_run_that_cannot_be_rebuilt_or_has_no_data_is_one_line(tmp_path, c
     _fit(tiny_vae(), tmp_path / "run")
     code, err = cli(capsys, "evaluate", tmp_path / "run", "--samples", 5, "--no-progress")
     assert one_error_line(code, err, "evaluate", "--data DATASET", "--data FILE.pt"), err
+    code, err = cli(capsys, "evaluate", tmp_path / "run", "--data", tmp_path / "missing.pt", "--no-progress")
+    assert one_error_line(code, err, "evaluate", "missing.pt: no such file"), err
     torch.save(torch.zeros(3, 2, 2), tmp_path / "wrong.pt")
     code, err = cli(capsys, "evaluate", tmp_path / "run", "--data", tmp_path / "wrong.pt", "--no-progress")
     assert one_error_line(code, err, "evaluate", "shape (2, 2)", "(1, 4, 4)"), err
@@ -105,3 +107,10 @@ def test_fit_data_by_dataset_name_checks_each_split_against_the_model():
     assert data.name == "mnist_static" and data.split("test").shape[1:] == (1, 28, 28)
     with pytest.raises(DataError, match=r"shape \(1, 28, 28\), the model \(1, 4, 4\)"):
         FitData("mnist_static", tiny_vae()).split("valid")
+
+
+def test_data_is_refused_for_a_run_of_vaelab_train(tmp_path, capsys):
+    assert cli(capsys, "train", *TINY, "--run-dir", tmp_path / "cli")[0] == 0
+    torch.save(binary_images(4), tmp_path / "x.pt")
+    code, err = cli(capsys, "evaluate", tmp_path / "cli", "--data", tmp_path / "x.pt", "--no-progress")
+    assert one_error_line(code, err, "evaluate", "--data is for runs that vaelab.fit wrote", "config's dataset"), err
