@@ -57,8 +57,9 @@ TABLE_METRICS = (  # the columns sweep.md shows besides the grid's (and those as
     "ece_true_class",
     "active_units",
 )
-#: How long a rank that has finished its grid points waits for the others under torchrun (collectives' timeout).
-RANK_WAIT = timedelta(days=30)
+#: How long a rank that has finished its grid points waits for the others under torchrun (collectives' timeout;
+#: in milliseconds it must fit gloo's 32-bit count).
+RANK_WAIT = timedelta(days=7)
 
 
 @dataclasses.dataclass
@@ -253,6 +254,7 @@ def run_sweep(
         rows.append(row)
     if rank == 0 and rows:
         _write(rows, axes, objectives, metrics, refs, out, f"{base} ({split} split)")
+    distributed.barrier()  # the ranks end together, none tearing the process group down while rank 0 writes
     return rows, out, failures
 
 
