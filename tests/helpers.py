@@ -1,12 +1,14 @@
-"""Test helpers: linear-Gaussian models with a chosen (near-optimal or deliberately poor) encoder, and the
-command-line settings of a tiny training run."""
+"""Test helpers: linear-Gaussian models with a chosen (near-optimal or deliberately poor) encoder, the
+command-line settings of a tiny training run, and a tiny VAE built in Python that `vaelab.load` can rebuild."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torch import nn
 
+import vaelab
 from vaelab.models import LinearGaussian
 
 
@@ -70,3 +72,27 @@ TINY = [
     "--set", "model.encoder={type: mlp, hidden: [32]}", "--set", "model.decoder={type: mlp, hidden: [32]}",
     "--set", "train.epochs=1", "--set", "train.lr=1e-3", "--no-progress", "--no-eval",
 ]  # fmt: skip
+
+
+def binary_images(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Binary 4x4 images `[n, 1, 4, 4]`: noisy copies of two patterns (one half lit or the other)."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = torch.full((2, 16), 0.1)
+    patterns[0, :8], patterns[1, 8:] = 0.9, 0.9
+    return torch.bernoulli(patterns[torch.randint(0, 2, (n,), generator=g)], generator=g).reshape(n, 1, 4, 4)
+
+
+@vaelab.model_factory
+def tiny_vae(latent_dim: int = 2, hidden: int = 16) -> nn.Module:
+    """A VAE on `binary_images` built in Python (MLP encoder and decoder), recorded as this factory's call."""
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(16, hidden), nn.Tanh())
+    decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.Tanh(), nn.Linear(hidden, 16))
+    return vaelab.VAE(
+        encoder=encoder,
+        posterior="diagonal_gaussian",
+        prior="standard_normal",
+        decoder=decoder,
+        likelihood="bernoulli",
+        latent_dim=latent_dim,
+        event_shape=(1, 4, 4),
+    )

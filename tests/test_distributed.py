@@ -1,10 +1,11 @@
 """Training on torch.distributed (issue 11): 2 ranks under torchrun on the CPU (gloo), each launch with a timeout so
 that a hang fails the test instead of blocking CI; the shard semantics (`vaelab.distributed.shard`) in-process.
 
-Four launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
-again into the same directory (refused), `vaelab evaluate` of that run (sharded IS against one process), and
+Six launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
+again into the same directory (refused), `vaelab evaluate` of that run (sharded IS against one process),
 `ddp_worker.py` (a run resumed under DDP against an uninterrupted one; AIWAE with a VampPrior and SIWAE with burn-in,
-whose ranks must end with the same weights and step sizes).
+whose ranks must end with the same weights and step sizes), and `vaelab sweep` of 2 grid points over 2 ranks, then
+of 3 with one that fails.
 """
 
 from __future__ import annotations
@@ -139,3 +140,51 @@ def test_ddp_resume_matches_and_ranks_agree(tmp_path):
     cfg = resume_config(part, ["train.epochs=3"])
     runs.train(cfg, part, resume=True)  # world size 1 now
     assert [r["step"] for r in rows(part)] == [4, 8, 15]
+
+
+SWEEP = [
+    "sweep", str(TESTS.parent / "configs" / "siwae" / "toy_abs.yaml"), "--budget", "quick", "--set", "train.epochs=1",
+    "--set", "data.subset=64", "--set", "eval.is_samples=20", "--set", "eval.subset=40", "--no-progress",
+]  # fmt: skip
+
+
+def _evaluations(out: Path) -> dict[str, dict]:
+    """Each sweep point's `eval-train.json` without its timing."""
+    found = {}
+    for path in sorted(out.glob("*/eval-train.json")):
+        found[path.parent.name] = json.loads(path.read_text())
+        found[path.parent.name].pop("seconds")
+    return found
+
+
+def test_torchrun_sweep_deals_whole_points_to_ranks_and_a_failed_point_leaves_the_others(tmp_path):
+    """`torchrun -m vaelab sweep` of 2 points: one per rank, each an independent single-process run (world size 1 in
+    its provenance) whose evaluation equals a one-process sweep's; rank 0 alone writes the table of both. Then 3
+    points into the same directory, the third's run directory blocked by a stray file: the two finished points are
+    reused, the third fails on rank 0 and is reported once, the table keeps the other two, and the exit is non-zero."""
+    from vaelab.app.cli import main
+
+    out = tmp_path / "sweep"
+    log = torchrun("-m", "vaelab", *SWEEP, "--grid", "posterior.components=1,2", "--out", str(out), cwd=tmp_path)
+    assert "[1/2] components=1 (rank 0)" in log and "[2/2] components=2 (rank 1)" in log, log
+    assert log.count("| components |") == 1 and log.count("wrote ") == 1, log  # rank 0 alone prints the table
+    table = (out / "sweep.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table[1:]] == ["components=1", "components=2"]
+    for point in ("components=1", "components=2"):
+        (session,) = json.loads((out / point / "provenance.json").read_text())["sessions"]
+        assert session["world_size"] == 1, session
+    alone = tmp_path / "alone"
+    assert main([*SWEEP, "--grid", "posterior.components=1,2", "--out", str(alone)]) == 0
+    assert _evaluations(out) == _evaluations(alone)
+
+    stamp = {p: (out / p / "eval-train.json").stat().st_mtime_ns for p in ("components=1", "components=2")}
+    (out / "components=4").mkdir()
+    (out / "components=4" / "notes.txt").write_text("not a run")
+    log = torchrun(
+        "-m", "vaelab", *SWEEP, "--grid", "posterior.components=1,2,4", "--out", str(out), cwd=tmp_path, fails=True
+    )
+    assert "sweep point components=4 failed on rank 0" in log, log
+    assert log.count("vaelab sweep: error: 1 of 3 sweep points failed (components=4 on rank 0: ") == 1, log
+    assert {p: (out / p / "eval-train.json").stat().st_mtime_ns for p in stamp} == stamp  # reused, not rerun
+    table = (out / "sweep.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table[1:]] == ["components=1", "components=2"]

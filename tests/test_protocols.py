@@ -94,3 +94,29 @@ def test_fit_refuses_an_objective_that_is_not_an_objective(tmp_path):
     x = torch.rand(20, 6).round()
     with pytest.raises(ConfigError, match="or an Objective"):
         vaelab.fit(model, lambda m, x, *a: m.log_joint(x, m.posterior(x).rsample()), x, epochs=1, run_dir=tmp_path)
+
+
+def test_the_estimators_take_a_decoded_model_as_it_is_and_any_other_through_posterior_and_log_joint():
+    """`vaelab.measure.as_estimable`: a vaelab VAE (a `DecodedModel`) unchanged; a `LatentModel` from elsewhere as a
+    `JointOnly` view of its data's width; anything else a `ConfigError`; AIS starts at the prior of a
+    `GenerativeModel` only."""
+    from vaelab.measure import JointOnly, _ais_options, as_estimable
+    from vaelab.protocols import DecodedModel
+
+    model, x = _model(), torch.zeros(3, 6)
+    assert isinstance(model, DecodedModel) and as_estimable(model, x) is model
+
+    class Elsewhere:
+        def posterior(self, x):
+            return model.posterior(x)
+
+        def log_joint(self, x, z):
+            return model.log_joint(x, z)
+
+    view = as_estimable(Elsewhere(), x)
+    assert isinstance(view, JointOnly) and view.likelihood.num_outputs == 6
+    assert not isinstance(Elsewhere(), DecodedModel)
+    with pytest.raises(ConfigError, match="posterior"):
+        as_estimable(nn.Linear(2, 2), x)
+    assert _ais_options(model, None, None, {}).init == "prior"
+    assert _ais_options(Elsewhere(), None, None, {}).init == "posterior"

@@ -3,15 +3,18 @@ group started from the environment, one device per rank, `DistributedSampler`-st
 collectives the trainer needs.
 
 In a single process (no `WORLD_SIZE` > 1 in the environment, or no process group) nothing here communicates:
-`world()` is (0, 1), `shard` returns its input and the reductions return theirs.
+`world()` is (0, 1), `shard` returns its input and the reductions return theirs. Within `alone()` a rank acts as
+such a single process although its process group runs (`vaelab sweep`: each rank trains runs of its own).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -21,6 +24,7 @@ from torch import Tensor
 from vaelab.errors import ConfigError
 
 T = TypeVar("T")
+_alone = False  # set within `alone()`
 
 
 def environment() -> tuple[int, int, int]:
@@ -30,17 +34,31 @@ def environment() -> tuple[int, int, int]:
 
 
 def world() -> tuple[int, int]:
-    """(rank, world size) of the running process group; (0, 1) when there is none."""
-    if dist.is_available() and dist.is_initialized():
+    """(rank, world size) of the running process group; (0, 1) when there is none, or within `alone()`."""
+    if not _alone and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-def start(device: torch.device) -> torch.device:
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """Within it, this rank is one process of its own (`world()` is (0, 1), so nothing communicates: no DDP, no
+    collectives, no rank-0-only writes) while the process group stays up for afterwards. For work that is
+    independent per rank, such as the grid points of `vaelab sweep`."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
+def start(device: torch.device, timeout: timedelta | None = None) -> torch.device:
     """Under torchrun (`WORLD_SIZE` > 1): start the process group from the environment (`env://`: MASTER_ADDR,
     MASTER_PORT, RANK, WORLD_SIZE), unless one is running, and return this rank's device: `cuda:LOCAL_RANK` (made
     current) when `device` is a CUDA device, else `device`. The backend is gloo on the CPU and NCCL for CUDA tensors
-    (with gloo beside it for CPU tensors). In a single process: `device`, and nothing is started."""
+    (with gloo beside it for CPU tensors); `timeout` bounds each collective's wait (torch's default, 30 minutes
+    for gloo, where None). In a single process: `device`, and nothing is started."""
     _, size, local = environment()
     if size <= 1:
         return device
@@ -53,10 +71,11 @@ def start(device: torch.device) -> torch.device:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        wait = {} if timeout is None else {"timeout": timeout}
         if device.type == "cuda":
-            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
+            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device, **wait)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", **wait)
         atexit.register(stop)
     return device
 

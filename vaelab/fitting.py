@@ -17,6 +17,7 @@ from vaelab.config import ObjectiveConfig, TrainConfig, config_from_dict
 from vaelab.errors import ConfigError, RunDirError
 from vaelab.likelihoods import Likelihood
 from vaelab.objectives import Objective
+from vaelab.protocols import DecodedModel
 
 #: Data `fit` takes: a tensor `[N, *event]`, a torch Dataset of tensors or (x, y, ...) tuples, or a DataLoader.
 Data = Tensor | TorchDataset | DataLoader
@@ -158,7 +159,7 @@ def fit(
         hint = "pass resume=True to continue it, or " if has_run else ""
         raise RunDirError(f"run directory {str(path)!r} is not empty; {hint}choose a new run_dir")
     data = TensorData(train, valid)
-    if isinstance(getattr(model, "likelihood", None), Likelihood):  # vaelab's own: it checks its data
+    if isinstance(model, DecodedModel) and isinstance(model.likelihood, Likelihood):  # vaelab's own: checks its data
         for split in ("train", "valid"):
             model.likelihood.validate(data.split(split))
     own = None if isinstance(objective, (str, dict)) else objective

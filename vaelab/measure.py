@@ -1,8 +1,9 @@
 """`vaelab.evaluate`, `vaelab.ais` and `vaelab.bdmc`: the estimators `vaelab evaluate` runs, for any model in Python.
 
-A model needs only `posterior(x)` (a Distribution with batch `[B]`, event `[D]`) and `log_joint(x, z)` (`[*S, B]`);
-`prior.log_prob`, `log_likelihood` and `parameters()` are used where present (a VAE), and stood in for otherwise
-(`JointOnly`).
+A model needs only `posterior(x)` (a Distribution with batch `[B]`, event `[D]`) and `log_joint(x, z)` (`[*S, B]`):
+a `vaelab.protocols.LatentModel`. A `DecodedModel` (vaelab's own: prior, likelihood, `parameters()`) is used as it
+is; any other is seen through those two methods (`JointOnly`). AIS starts from the prior by default for a
+`GenerativeModel` (a prior apart from p(x | z)), else from the model's q(z | x).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaelab.errors import ConfigError
 from vaelab.evaluation.loglik import evaluate_log_likelihood
 from vaelab.mcmc import ais_replicates
 from vaelab.mcmc.options import AISOptions, resolve
+from vaelab.protocols import DecodedModel, GenerativeModel, LatentModel
 
 
 class _FlatPrior:
@@ -28,13 +30,22 @@ class _FlatPrior:
         return z.new_zeros(z.shape[:-1])
 
 
-class JointOnly:
-    """A model seen through `posterior` and `log_joint` alone, with the methods the estimators call: log_likelihood
-    = log p(x, z) and a flat prior term, so log-weights are unchanged; `parameters()` gives the device."""
+class _Width:
+    """The decoder width `evaluate_log_likelihood` sizes its chunks by (`num_outputs`), for a model without a
+    vaelab likelihood: the data's own size per point."""
 
-    def __init__(self, model: Any, device: torch.device) -> None:
+    def __init__(self, num_outputs: int) -> None:
+        self.num_outputs = num_outputs
+
+
+class JointOnly:
+    """A `LatentModel` seen through `posterior` and `log_joint` alone, with the methods the estimators call:
+    log_likelihood = log p(x, z) and a flat prior term, so log-weights are unchanged; `parameters()` gives the
+    device; `likelihood.num_outputs` is the data's size per point (`outputs`)."""
+
+    def __init__(self, model: LatentModel, device: torch.device, outputs: int) -> None:
         self.model, self.prior, self.device = model, _FlatPrior(), device
-        self.likelihood = getattr(model, "likelihood", None)
+        self.likelihood = _Width(outputs)
 
     def posterior(self, x: Tensor):
         return self.model.posterior(x)
@@ -49,14 +60,23 @@ class JointOnly:
 
 
 def _device(model: Any, x: Tensor) -> torch.device:
-    params = getattr(model, "parameters", None)
-    p = next(iter(params()), None) if callable(params) else None
+    """The device of the model's first parameter (an `nn.Module`'s), else x's."""
+    p = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     return x.device if p is None else p.device
 
 
-def _as_model(model: Any, x: Tensor) -> Any:
-    full = all(hasattr(model, a) for a in ("prior", "log_likelihood", "likelihood", "parameters"))
-    return model if full else JointOnly(model, _device(model, x))
+def as_estimable(model: Any, x: Tensor) -> DecodedModel | JointOnly:
+    """`model` for the IS estimators (`evaluate_log_likelihood`, `active_units`, `stratified_summary`): a
+    `DecodedModel` as it is, any other `LatentModel` as a `JointOnly` (x `[N, *event]` gives its width); a
+    `ConfigError` for an object that is neither."""
+    if isinstance(model, DecodedModel):
+        return model
+    if not isinstance(model, LatentModel):
+        raise ConfigError(
+            f"vaelab estimates log p(x) of a model with posterior(x) and log_joint(x, z); a {type(model).__name__} "
+            "has not both"
+        )
+    return JointOnly(model, _device(model, x), math.prod(x.shape[1:]))
 
 
 def evaluate(model: Any, x: Tensor, samples: int = 5000, batch_size: int = 100, progress: bool = True) -> dict:
@@ -72,30 +92,20 @@ def evaluate(model: Any, x: Tensor, samples: int = 5000, batch_size: int = 100, 
     >>> out["n"], out["per_example"]["ess"].shape
     (10, torch.Size([10]))
     """
-    model_ = _as_model(model, x)
-    if model_ is not model and model_.likelihood is None:
-        model_.likelihood = _Width(x)
-    est = evaluate_log_likelihood(model_, x, samples, batch_size, progress=progress)
+    est = evaluate_log_likelihood(as_estimable(model, x), x, samples, batch_size, progress=progress)
     result: dict[str, Any] = {"is_samples": samples, **est.summary()}
     result["bits_per_dim"] = -result["log_likelihood"] / (math.prod(x.shape[1:]) * math.log(2))
     result["per_example"] = {"log_likelihood": est.log_likelihood, "elbo": est.elbo, "mc_se": est.mc_se, "ess": est.ess}
     return result
 
 
-class _Width:
-    """The decoder width `evaluate_log_likelihood` sizes its chunks by, for a model without a likelihood."""
-
-    def __init__(self, x: Tensor) -> None:
-        self.num_outputs = math.prod(x.shape[1:])
-
-
 def _ais_options(model: Any, options: AISOptions | str | None, preset: str | None, settings: dict) -> AISOptions:
     """`options` (or `preset`) with `settings` (`vaelab.mcmc.options.resolve`); `init` defaults to "prior" for a
-    model with a prior and a likelihood term, else "posterior" (the model's q)."""
+    `GenerativeModel` (a prior and a likelihood term), else "posterior" (the model's q)."""
     if preset is not None and options is not None:
         raise ConfigError("give either options or preset, not both")
     if "init" not in settings and not isinstance(options, AISOptions):
-        settings["init"] = "prior" if hasattr(model, "prior") and hasattr(model, "log_likelihood") else "posterior"
+        settings["init"] = "prior" if isinstance(model, GenerativeModel) else "posterior"
     return resolve(options if options is not None else preset, settings)
 
 

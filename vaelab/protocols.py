@@ -7,6 +7,9 @@ Models:
 * `GenerativeModel`: a `LatentModel` with a prior p(z) and p(x | z) apart (`prior`, `log_likelihood`, `sample`):
   what AIS from the prior, BDMC and the sample pictures need.
 
+* `DecodedModel`: a `GenerativeModel` built as vaelab's are, an `nn.Module` whose p(x | z) is a vaelab likelihood
+  over decoder outputs (`likelihood.num_outputs` sizes the IS estimator's chunks).
+
 * `ReadsCategory`: a model whose likelihood reads a discrete latent c besides z, p(x | z, c) (CP-VAE's decoder
   on [z, one-hot c]); log p(x, z) is then undefined, and vaelab estimates log p(x) stratified over c.
 
@@ -28,10 +31,12 @@ The checks are `isinstance(obj, Protocol)`: structural, so a class need not inhe
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Size, Tensor
 from torch.distributions import Distribution
+from torch.nn import Parameter
 
 
 @runtime_checkable
@@ -59,6 +64,18 @@ class GenerativeModel(LatentModel, Protocol):
 
     def sample(self, n: int, mean: bool = True) -> Tensor:
         """n draws x ~ p(x) `[n, *event]` (their means given z with `mean`)."""
+        ...
+
+
+@runtime_checkable
+class DecodedModel(GenerativeModel, Protocol):
+    """A `GenerativeModel` with parameters whose `likelihood` is a vaelab `Likelihood` over the decoder's outputs
+    (`num_outputs` of them per point): the estimators use its prior and likelihood terms as they are."""
+
+    likelihood: Any
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """The model's parameters (an `nn.Module`'s); the first gives the device."""
         ...
 
 

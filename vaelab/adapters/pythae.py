@@ -28,11 +28,19 @@ pythae is an optional dependency, installed without its pinned extras: `pip inst
 (torch.Size([3]), torch.Size([5, 3]))
 >>> vaelab.evaluate(model, x, samples=50, progress=False)["n"]
 3
+
+`pythae_vae(...)` builds the wrapped model from JSON arguments as a `@vaelab.model_factory`, so a `vaelab.fit` run of
+it is rebuilt by `vaelab.load` and evaluated by `vaelab evaluate RUN` in a fresh process:
+
+>>> model = pythae_vae(input_dim=[1, 4, 4], latent_dim=2, reconstruction_loss="bce")
+>>> model.vaelab_factory["factory"]
+'vaelab.adapters.pythae:pythae_vae'
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +49,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
 from vaelab.errors import ConfigError
 from vaelab.priors.standard_normal import StandardNormal
+from vaelab.recording import model_factory
 
 #: pythae model classes (`model.model_name`) whose prior is N(0, I), whose q(z | x) is the encoder's diagonal
 #: Gaussian and whose p(x | z) is the reconstruction loss's: the VAE and the variants that change only its objective.
@@ -149,3 +158,19 @@ class PythaeModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"likelihood={self.likelihood_name}, latent_dim={self.latent_dim}, event_shape={self.event_shape}"
+
+
+@model_factory
+def pythae_vae(model: str = "VAE", likelihood: str | None = None, scale: float = 1.0, **config: Any) -> PythaeModel:
+    """A new pythae `model` (a `SUPPORTED` class name) with pythae's default networks, built from its config's
+    JSON keys (`input_dim`, `latent_dim`, `reconstruction_loss`, ...: `pythae.models.<model>Config`), wrapped in
+    `PythaeModel(likelihood=, scale=)`; recorded by `vaelab.fit` so that `vaelab.load` rebuilds it."""
+    import pythae.models
+
+    if model not in SUPPORTED:
+        why = f": {UNSUPPORTED[model]}" if model in UNSUPPORTED else f"; supported: {', '.join(sorted(SUPPORTED))}"
+        raise ConfigError(f"pythae {model} cannot be wrapped{why}")
+    if "input_dim" in config:
+        config["input_dim"] = tuple(config["input_dim"])
+    net = getattr(pythae.models, model)(getattr(pythae.models, f"{model}Config")(**config))
+    return PythaeModel(net, likelihood=likelihood, scale=scale)

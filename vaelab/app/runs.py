@@ -1,6 +1,8 @@
 """Run directories: create, train, evaluate and sample; the application layer under the commands.
 
-A run is loaded (`Run`, `build_run`, `load_run`) by `vaelab.recording`, which `vaelab.load` shares.
+A run is loaded (`Run`, `build_run`, `load_run`) by `vaelab.recording`, which `vaelab.load` shares. `open_run` also
+opens a run that `vaelab.fit` wrote for a model built in Python (`model.json`, `fit.yaml`): its model rebuilt as
+`vaelab.load` does, its data given apart (`FitData`: a dataset name or a tensor file), since `fit` trains on tensors.
 
 A run directory holds `config.yaml` (the resolved config), `metrics.jsonl` (one line per epoch),
 `checkpoints/` (atomic, resumable), `best.safetensors` (the best validation weights), `eval-<split>.json`
@@ -27,23 +29,28 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from vaelab import distributed
 from vaelab.config import Config, apply_overrides, check_resume_changes, config_from_dict
+from vaelab.data import load_dataset
 from vaelab.data.dataset import derive_seed
 from vaelab.data.supervised import Supervised, predicts_labels
-from vaelab.errors import ConfigError, DataError, RunDirError
+from vaelab.errors import ConfigError, DataError, RunDirError, UserError
 from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
+from vaelab.likelihoods import Likelihood
 from vaelab.mcmc import ais_replicates, bdmc, simulate
 from vaelab.mcmc.options import AISOptions
+from vaelab.measure import as_estimable
 from vaelab.models.cpvae import is_cpvae, reads_category
-from vaelab.protocols import LatentModel
-from vaelab.recording import Run, build_run, read_run_config, resolve_device
+from vaelab.protocols import DecodedModel, LatentModel
+from vaelab.recording import RECORD, Run, build_run, load, load_run, read_run_config, resolve_device
 from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
 from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance
 from vaelab.viz import (
@@ -247,12 +254,114 @@ def train(
     return run
 
 
-def rank_device(cfg: Config, device: str | None = None) -> str | None:
-    """Under torchrun (`WORLD_SIZE` > 1): start the process group (`vaelab.distributed.start`) and return this rank's
-    device (`device`, else the config's; on CUDA `cuda:LOCAL_RANK`). In one process: `device`, unchanged."""
+FIT_SETTINGS = "fit.yaml"
+NEEDS_DATA = (
+    "give the data to evaluate it on: --data DATASET (a vaelab dataset, with --split) or --data FILE.pt "
+    "(a tensor [N, *event] saved by torch.save)"
+)
+
+
+def is_fit_run(path: str | Path) -> bool:
+    """Whether `path` holds a run that `vaelab.fit` wrote (`model.json`, no `config.yaml`)."""
+    path = Path(path)
+    return (path / RECORD).is_file() and not (path / "config.yaml").is_file()
+
+
+def run_settings(run_dir: str | Path) -> Config:
+    """The settings of a run: its `config.yaml`, or for a `vaelab.fit` run its `fit.yaml` (the defaults without
+    one); `RunDirError` for a directory that is neither (`read_run_config`'s errors)."""
+    path = Path(run_dir)
+    if not is_fit_run(path):
+        return read_run_config(path)
+    settings = path / FIT_SETTINGS
+    return config_from_dict(yaml.safe_load(settings.read_text()) if settings.is_file() else {})
+
+
+class FitData:
+    """The data a `vaelab.fit` run is evaluated on, as the dataset interface `evaluate` reads (`name`,
+    `split(name)`): a vaelab dataset by name (its splits), or a tensor file `[N, *event]` (one split, named by the
+    file's stem); without a source, every split is a `DataError` saying how to give one (BDMC needs none). Each
+    split is checked against the model: its event shape and, for a vaelab likelihood, its values."""
+
+    def __init__(self, source: str | None, model: nn.Module, name: str = "fit") -> None:
+        self.model, self.name, self.file = model, name, None
+        self.dataset, self.split_names = None, None
+        if source is None:
+            return
+        path = Path(source)
+        if path.suffix in (".pt", ".pth") or path.is_file():
+            if not path.is_file():
+                raise DataError(f"--data {source}: no such file")
+            try:
+                x = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - any unreadable file is the same error to the user
+                raise DataError(f"--data {source} cannot be read by torch.load: {err}") from None
+            if not torch.is_tensor(x) or x.dim() < 2:
+                raise DataError(f"--data {source} must hold one tensor [N, *event] (torch.save(x, path))")
+            self.file, self.name, self.split_names = x.float(), path.name, (path.stem,)
+        else:
+            self.dataset = load_dataset(source)
+            self.name = self.dataset.name
+
+    def split(self, name: str, epoch: int | None = None) -> torch.Tensor:
+        """The split `name`, checked against the model."""
+        if self.file is not None:
+            if name != self.split_names[0]:
+                raise DataError(
+                    f"--data {self.name} is one split, {self.split_names[0]!r} (the file's stem), not {name!r}"
+                )
+            x = self.file
+        elif self.dataset is not None:
+            x = self.dataset.split(name)
+        else:
+            raise DataError(f"this run was trained by vaelab.fit on tensors; {NEEDS_DATA}")
+        if tuple(x.shape[1:]) != tuple(self.model.event_shape):
+            raise DataError(
+                f"{self.name} {name} holds examples of shape {tuple(x.shape[1:])}, the model "
+                f"{tuple(self.model.event_shape)}"
+            )
+        if isinstance(self.model, DecodedModel) and isinstance(self.model.likelihood, Likelihood):
+            self.model.likelihood.validate(x)
+        return x
+
+
+def open_run(run_dir: str | Path, checkpoint: str = "best", device: str | None = None, data: str | None = None) -> Run:
+    """A trained run to evaluate: a `vaelab train` run as `load_run` loads it (`data` must be None: it has its
+    config's dataset), or a `vaelab.fit` run with the model `vaelab.load` rebuilds from `model.json`, its
+    `fit.yaml` settings and `data` (`FitData`). A fit run whose model cannot be rebuilt in another process is a
+    one-line `RunDirError` saying what to do."""
+    path = Path(run_dir)
+    if not is_fit_run(path):
+        if data is not None:
+            raise UserError(
+                f"--data is for runs that vaelab.fit wrote; {str(path)!r} is evaluated on its config's dataset "
+                "(change it with --split, or evaluate another run)"
+            )
+        return load_run(path, checkpoint, device)
+    cfg = run_settings(path)
+    record = json.loads((path / RECORD).read_text())
+    if record.get("rebuild") is None:
+        raise RunDirError(
+            f"the model in {str(path)!r} cannot be rebuilt from the command line: "
+            f"{record.get('why', 'nothing was recorded')}; train it with a factory another process can import "
+            "(vaelab.fit(..., factory=f) or a @vaelab.model_factory function), or evaluate it in Python: "
+            "vaelab.evaluate(vaelab.load(run_dir, template=model), x)"
+        )
+    dev = resolve_device(device or cfg.device)
+    model = load(path, checkpoint=checkpoint).to(dev)
+    dataset = FitData(data, model)
+    if dataset.split_names is not None:  # a tensor file: its one split is the default
+        cfg = replace(cfg, eval=replace(cfg.eval, split=dataset.split_names[0]))
+    return Run(path, cfg, model, dataset, dev)
+
+
+def rank_device(cfg: Config, device: str | None = None, timeout: timedelta | None = None) -> str | None:
+    """Under torchrun (`WORLD_SIZE` > 1): start the process group (`vaelab.distributed.start`, collectives waiting
+    at most `timeout`) and return this rank's device (`device`, else the config's; on CUDA `cuda:LOCAL_RANK`). In
+    one process: `device`, unchanged."""
     if distributed.environment()[1] <= 1:
         return device
-    return str(distributed.start(resolve_device(device or cfg.device)))
+    return str(distributed.start(resolve_device(device or cfg.device), timeout))
 
 
 def shards_evaluation(run: Run, data) -> bool:
@@ -307,18 +416,20 @@ def evaluate(
     result = {"split": split, "dataset": run.dataset.name}
     if isinstance(run.model, LatentModel):
         over_c = reads_category(run.model)  # CP-VAE's p(x | z, c): IS stratified over c (vaelab.evaluation.cpvae)
+        # a model from elsewhere (a vaelab.fit run's, e.g. a pythae VAE): through posterior and log_joint alone
+        model = run.model if over_c or isinstance(x, Supervised) else as_estimable(run.model, x)
         if over_c:
             est = log_likelihood_over_c(run.model, x, samples, batch_size, max_elements, progress)
         else:
             seed = run.cfg.seed + 1 if batch_seeds else None
             est = evaluate_log_likelihood(
-                run.model, x, samples, batch_size, max_elements, progress, batch_seed=seed, shard=world > 1
+                model, x, samples, batch_size, max_elements, progress, batch_seed=seed, shard=world > 1
             )
         if rank != 0:  # every rank's share was gathered; rank 0 finishes the evaluation and writes it
             return {}
         if batch_seeds:  # the draws below do not depend on which rank estimated which batch
             torch.manual_seed(derive_seed(run.cfg.seed + 1, "after IS"))
-        n_active, _ = active_units(run.model, _data(run, split, None))
+        n_active, _ = active_units(model, _data(run, split, None))
         result.update(
             {"is_samples": samples, **est.summary(), "active_units": n_active, "latent_dim": run.model.latent_dim}
         )
@@ -327,7 +438,7 @@ def evaluate(
         if over_c:
             result.update(over_c_summary(run.model, samples))
         else:
-            result.update(stratified_summary(run.model, x, samples, batch_size, max_elements, progress))  # mixtures
+            result.update(stratified_summary(model, x, samples, batch_size, max_elements, progress))  # mixtures
         path = run.path / f"eval-{split}-per-example.pt"
         per_example = {"log_likelihood": est.log_likelihood, "elbo": est.elbo, "mc_se": est.mc_se, "ess": est.ess}
         torch.save(per_example, path)

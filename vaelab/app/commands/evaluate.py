@@ -2,7 +2,11 @@
 
 Under torchrun (`torchrun --nproc_per_node N -m vaelab evaluate RUN`) the IS estimate's batches are shared out over
 the ranks, each seeded by its index (`--batch-seeds`), and rank 0 writes and prints the result (`runs.evaluate`);
---ais and --bdmc run in one process only, for now."""
+--ais and --bdmc run in one process only, for now.
+
+A run that `vaelab.fit` wrote for a model built in Python (`model.json`) is opened by `runs.open_run`: its model is
+rebuilt as `vaelab.load` rebuilds it, and since `fit` trains on tensors, `--data` gives the data to evaluate (a
+vaelab dataset or a tensor file); BDMC simulates its own."""
 
 from __future__ import annotations
 
@@ -27,7 +31,14 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         "over data (other data points).",
         epilog=EPILOG,
     )
-    e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train' or by vaelab.fit")
+    e.add_argument(
+        "--data",
+        metavar="DATASET|FILE",
+        help="for a run that vaelab.fit wrote (trained on tensors): the data to evaluate, a vaelab dataset (with "
+        "--split) or a tensor file [N, *event] saved by torch.save (one split, named by the file's stem: "
+        "eval-<stem>.json); its model is rebuilt as vaelab.load rebuilds it. --bdmc needs no data",
+    )
     e.add_argument("--split", default=None, help="train, valid or test (default: the config's eval.split)")
     e.add_argument("--samples", type=positive_int, help="importance samples per point (default: config, 5000)")
     e.add_argument("--subset", type=positive_int, help="evaluate only the first N examples of the split")
@@ -70,15 +81,15 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run `vaelab evaluate`; the exit status."""
-    from vaelab import distributed, recording
+    from vaelab import distributed
     from vaelab.app import runs
 
     if args.bdmc is not None or args.ais is not None or args.ais_init is not None:
         if distributed.environment()[1] > 1:
             raise UserError("vaelab evaluate --ais and --bdmc do not run under torchrun yet; run them in one process")
         return _cmd_evaluate_bdmc(args) if args.bdmc is not None else _cmd_evaluate_ais(args)
-    device = runs.rank_device(recording.read_run_config(args.run_dir), args.device)  # under torchrun: this rank's
-    run = recording.load_run(args.run_dir, args.checkpoint, device)
+    device = runs.rank_device(runs.run_settings(args.run_dir), args.device)  # under torchrun: this rank's
+    run = runs.open_run(args.run_dir, args.checkpoint, device, args.data)
     e = run.cfg.eval
     result = runs.evaluate(
         run,
@@ -97,14 +108,13 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_ais(args) -> int:
-    from vaelab import recording
     from vaelab.app import runs
     from vaelab.mcmc.options import parse_ais_options
 
     if args.ais is None:
         raise UserError("--ais-init needs --ais (a preset such as aiwae or cremer, and/or key=value settings)")
     options = parse_ais_options(args.ais, init=args.ais_init)  # before loading: a typo fails at once
-    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    run = runs.open_run(args.run_dir, args.checkpoint, args.device, args.data)
     e = run.cfg.eval
     subset = args.subset if args.subset is not None else e.subset
     r = runs.evaluate_ais(
@@ -130,14 +140,13 @@ def _cmd_evaluate_ais(args) -> int:
 
 
 def _cmd_evaluate_bdmc(args) -> int:
-    from vaelab import recording
     from vaelab.app import runs
     from vaelab.mcmc.options import parse_ais_options
 
     if args.ais is not None:
         raise UserError("give either --ais or --bdmc (whose presets and key=value settings are those of --ais)")
     options = parse_ais_options(args.bdmc, init=args.ais_init)
-    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    run = runs.open_run(args.run_dir, args.checkpoint, args.device, args.data)
     r = runs.evaluate_bdmc(run, options, args.subset or 100, not args.no_progress)
     print(
         f"{r['dataset']}: BDMC on {r['n']} points simulated from the model: log p(x) between {r['lower']:.2f} "

@@ -16,6 +16,13 @@ line in every panel of a metric it has, and as a row of a second table in sweep.
 
 Grid keys are dotted config keys as for `--set`; a key whose first part is a `model` section (`posterior`,
 `prior`, `encoder`, ...) or `latent_dim` may leave out the leading `model.`.
+
+Under torchrun (`torchrun --nproc_per_node N -m vaelab sweep ...`) the grid points are dealt out whole to the ranks
+(point i to rank i mod N), each an independent single-process run (`distributed.alone`) on its rank's device
+(`cuda:LOCAL_RANK` on GPUs); rank 0 gathers the results and writes the table. A point that fails there is reported
+(its rank prints the error as it happens) and the other points finish; the sweep then writes the table of those
+that did and exits with an error naming the failed ones, which a rerun retries (finished points are reused). In one
+process the first failure stops the sweep, as before.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import dataclasses
 import itertools
 import json
 import sys
+import traceback
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +42,7 @@ import yaml
 from vaelab.app.commands import AddCommon, Subparsers
 from vaelab.app.tables import columns_of, markdown_table, write_csv
 from vaelab.config import Config, ModelConfig, load_config, yaml_number
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, UserError
 from vaelab.viz.curves import Panel, save_curve_grid
 
 DEFAULT_METRICS = ("siwae_log_likelihood", "log_likelihood", "accuracy")
@@ -48,6 +57,9 @@ TABLE_METRICS = (  # the columns sweep.md shows besides the grid's (and those as
     "ece_true_class",
     "active_units",
 )
+#: How long a rank that has finished its grid points waits for the others under torchrun (collectives' timeout;
+#: in milliseconds it must fit gloo's 32-bit count).
+RANK_WAIT = timedelta(days=7)
 
 
 @dataclasses.dataclass
@@ -135,8 +147,9 @@ def _numbers(d: dict, prefix: str = "") -> dict[str, float | int]:
     return out
 
 
-def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> dict:
-    """Train (or resume, or reuse) the run in `run_dir` and return its `eval-<split>.json` contents."""
+def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True, device: str | None = None) -> dict:
+    """Train (or resume, or reuse) the run in `run_dir` (on `device`, default the config's) and return its
+    `eval-<split>.json` contents."""
     from vaelab import recording
     from vaelab.app import runs
     from vaelab.train.checkpoint import latest_checkpoint
@@ -154,11 +167,20 @@ def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True) -> 
             )
     else:
         run_dir = runs.new_run_dir(cfg, run_dir, overwrite=True)  # no checkpoint: nothing worth keeping
-    run = runs.train(cfg, run_dir, resume=resume)
+    run = runs.train(cfg, run_dir, resume=resume, device=device)
     e = cfg.eval
     return runs.evaluate(
         run, split, e.is_samples, e.subset, e.batch_size, e.max_elements, progress, e.predictive_samples
     )
+
+
+@dataclasses.dataclass
+class Failure:
+    """A grid point whose run raised: its name, the rank that ran it and the error's first line."""
+
+    point: str
+    rank: int
+    error: str
 
 
 def run_sweep(
@@ -172,10 +194,17 @@ def run_sweep(
     metrics: list[str] | str | None = None,
     progress: bool = True,
     references: dict[str, Path] | None = None,
-) -> tuple[list[dict], Path]:
-    """Run every grid point (sequentially), then write sweep.csv, sweep.md and sweep.png into `out`; returns the
-    table's rows and `out`. `metrics`: the figure's rows of panels (default: the first of `DEFAULT_METRICS`
-    present); `references`: `label -> run directory` whose `eval-<split>.json` numbers become reference lines."""
+) -> tuple[list[dict], Path, list[Failure]]:
+    """Run every grid point, then write sweep.csv, sweep.md and sweep.png into `out`; returns the table's rows, `out`
+    and the points that failed. `metrics`: the figure's rows of panels (default: the first of `DEFAULT_METRICS`
+    present); `references`: `label -> run directory` whose `eval-<split>.json` numbers become reference lines.
+
+    In one process the points run in turn and the first failure is raised. Under torchrun (module docstring) rank r
+    runs points r, r + N, ... alone, a failure is kept and the next point run; every rank gets the merged rows and
+    the failures, and only rank 0 writes the table."""
+    from vaelab import distributed
+    from vaelab.app import runs
+
     metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
     points = grid_points(axes, objectives or [None])
     cfgs = []
@@ -184,23 +213,53 @@ def run_sweep(
         cfg = load_config(config, [*(overrides or []), *sets], budget)
         cfg.train.progress = progress
         cfgs.append(cfg)
+    device = runs.rank_device(cfgs[0], None, RANK_WAIT)  # under torchrun: the process group, this rank's device
+    rank, world = distributed.world()
     base = cfgs[0].name
     split = split or cfgs[0].eval.split
-    refs = reference_results(references or {}, split)  # before the runs: a wrong path fails at once
+    refs = distributed.on_rank0(lambda: reference_results(references or {}, split)) or {}  # a wrong path: at once
     out = Path(out) if out else Path("runs") / f"{base}-sweep"
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True)):
-        name = point_name(point, axes)
+    distributed.on_rank0(lambda: out.mkdir(parents=True, exist_ok=True))
+    names = [point_name(point, axes) for point in points]
+    results: dict[int, dict] = {}
+    failures: list[Failure] = []
+    for i in range(rank, len(points), world):
+        cfg, name = cfgs[i], names[i]
         cfg.name = f"{cfg.name}-{name}"
-        print(f"[{i + 1}/{len(points)}] {name}", file=sys.stderr)
-        result = run_point(cfg, out / name, split, progress)
-        row = {"run": name}
+        print(f"[{i + 1}/{len(points)}] {name}" + (f" (rank {rank})" if world > 1 else ""), file=sys.stderr)
+        if world == 1:
+            results[i] = run_point(cfg, out / name, split, progress)
+            continue
+        try:
+            with distributed.alone():  # an independent single-process run on this rank's device
+                results[i] = run_point(cfg, out / name, split, progress, device)
+        except Exception as err:  # reported, and the other points go on
+            if not isinstance(err, UserError):
+                traceback.print_exc()
+            failures.append(Failure(name, rank, (str(err).splitlines() or [type(err).__name__])[0]))
+            print(f"sweep point {name} failed on rank {rank}: {failures[-1].error}", file=sys.stderr)
+    if world > 1:  # rank 0 merges every rank's results
+        shares = distributed.all_gather_object((results, failures))
+        results = {i: r for share, _ in shares for i, r in share.items()}
+        failures = sorted((f for _, fs in shares for f in fs), key=lambda f: names.index(f.point))
+    rows = []
+    for i, point in enumerate(points):
+        if i not in results:
+            continue
+        row = {"run": names[i]}
         if "objective.type" in point:
             row["objective"] = point["objective.type"]
         row.update({a.label: point[a.key] for a in axes})
-        row.update({(f"eval.{k}" if k in row else k): v for k, v in _numbers(result).items()})
+        row.update({(f"eval.{k}" if k in row else k): v for k, v in _numbers(results[i]).items()})
         rows.append(row)
+    if rank == 0 and rows:
+        _write(rows, axes, objectives, metrics, refs, out, f"{base} ({split} split)")
+    distributed.barrier()  # the ranks end together, none tearing the process group down while rank 0 writes
+    return rows, out, failures
+
+
+def _write(rows, axes, objectives, metrics, refs, out: Path, title: str) -> None:
+    """The table (`write_table`) and the figure (`write_figure`) of a sweep's rows."""
     write_table(rows, out, ["objective"] * bool(objectives) + [a.label for a in axes], metrics, refs)
     missing = [m for m in metrics if not any(m in r for r in rows)]
     if missing:
@@ -210,8 +269,7 @@ def run_sweep(
         )
     metrics = [m for m in metrics if m not in missing] or [m for m in DEFAULT_METRICS if any(m in r for r in rows)][:1]
     if metrics:
-        write_figure(rows, axes, metrics, out / "sweep.png", title=f"{base} ({split} split)", references=refs)
-    return rows, out
+        write_figure(rows, axes, metrics, out / "sweep.png", title=title, references=refs)
 
 
 def write_table(
@@ -246,7 +304,8 @@ def _panel(rows: list[dict], axes: list[Axis], x_axis: int | None, metric: str, 
     for r in rows:
         if metric not in r:
             continue
-        parts = [str(r["objective"])] * ("objective" in r) + [f"{a.label}={_value_text(r[a.label])}" for a in others]
+        parts = [str(r["objective"])] if "objective" in r else []  # a sweep without --objectives has none
+        parts += [f"{a.label}={_value_text(r[a.label])}" for a in others]
         x = r[first] if first else r["run"]
         x = float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
         xs, ys = series.setdefault(", ".join(parts) or metric, ([], []))
@@ -338,7 +397,9 @@ def command(args: argparse.Namespace) -> int:
         args.overrides = [*args.overrides, f"device={args.device}"]
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()] if args.objectives else None
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    _, out = run_sweep(
+    from vaelab import distributed
+
+    rows, out, failures = run_sweep(
         args.config,
         [parse_axis(g) for g in args.grid],
         objectives,
@@ -350,6 +411,17 @@ def command(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         references=dict(parse_reference(r) for r in args.reference),
     )
-    print((out / "sweep.md").read_text(), end="")
-    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'}", file=sys.stderr)
+    rank = distributed.world()[0]
+    if rank == 0 and rows:
+        print((out / "sweep.md").read_text(), end="")
+        print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'}", file=sys.stderr)
+    if failures:
+        which = "; ".join(f"{f.point} on rank {f.rank}: {f.error}" for f in failures)
+        others = "the table has the others; " if rows else ""
+        err = UserError(
+            f"{len(failures)} of {len(rows) + len(failures)} sweep points failed ({which}); {others}fix them and "
+            "rerun the sweep (finished points are reused)"
+        )
+        err.raised_on_rank0 = rank != 0  # type: ignore[attr-defined]  # said once, by rank 0
+        raise err
     return 0
