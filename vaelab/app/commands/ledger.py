@@ -66,6 +66,7 @@ class Row:
     exact_metric: str | None = None  # dotted key of the exact value (a toy's exact log p(x)), shown beside ours
     source: str | None = None  # the result file in the run (default eval-<split>.json; `vaelab gaps`: gaps.json)
     sets: list = field(default_factory=list)  # config keys the experiment sets per run (the toy: objective)
+    digits: int = 2  # decimals shown (a toy's evidence: 4)
     goal_against: str = "paper"  # or "exact": the goal is `tolerance` of the exact value (delta stays vs the paper)
 
 
@@ -257,11 +258,11 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
             else:
                 cells = [
                     f"[{row.row}]({s['dir']}/)",
-                    _num(row.value),
-                    _num(s.get("vaelab")),
-                    _num(s.get("se")),
-                    *([_num(s.get("exact"))] if exact else []),
-                    _num(s.get("delta")),
+                    _num(row.value, row.digits),
+                    _num(s.get("vaelab"), row.digits),
+                    _num(s.get("se"), row.digits),
+                    *([_num(s.get("exact"), row.digits)] if exact else []),
+                    _num(s.get("delta"), row.digits),
                     s.get("goal", ""),
                     str(s.get("test_points", "")),
                     str(s.get("is_samples", "")),
