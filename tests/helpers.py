@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -96,3 +97,14 @@ def tiny_vae(latent_dim: int = 2, hidden: int = 16) -> nn.Module:
         latent_dim=latent_dim,
         event_shape=(1, 4, 4),
     )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread while a module's tests run (import it into the module to use it): they are loops of
+    small tensor operations, where a second thread buys nothing and, on shared busy cores, its spin-waiting slowed
+    AIS 20-50x. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

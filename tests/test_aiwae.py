@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from helpers import linear_gaussian, set_encoder
+from helpers import linear_gaussian, one_thread, set_encoder  # noqa: F401 (one_thread: a module-wide fixture)
 
 from vaelab import recording
 from vaelab.app import runs
@@ -24,15 +24,6 @@ from vaelab.errors import ConfigError
 from vaelab.objectives import AIWAE, ELBO, IWAE
 from vaelab.objectives.aiwae import split_parameters
 from vaelab.train.trainer import Trainer, build_objective
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Loops of small tensor operations: a second intra-op thread buys nothing on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_thread  # noqa: F401 (a module-wide fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "extending.md"
@@ -29,14 +30,6 @@ def _examples() -> list[tuple[str, str, str]]:
     uses = [b for b in blocks if b.startswith("# use")]
     assert len(files) == len(lines) == len(uses) == 3, "each worked example is a file, a registry line and a use"
     return list(zip(files, lines, uses, strict=True))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("index", range(3), ids=["prior", "objective", "posterior"])

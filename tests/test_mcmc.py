@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from helpers import linear_gaussian, set_encoder
+from helpers import linear_gaussian, one_thread, set_encoder  # noqa: F401 (one_thread: a module-wide fixture)
 
 from vaelab.errors import ConfigError
 from vaelab.mcmc import (
@@ -38,17 +38,6 @@ from vaelab.mcmc import (
 from vaelab.mcmc.hmc import grad_fn_of
 from vaelab.mcmc.options import PRESETS
 from vaelab.models import LinearGaussian
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are loops of small tensor operations: a second intra-op thread buys nothing, and on shared busy
-    cores its spin-waiting slowed AIS 20-50x. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --- targets ---------------------------------------------------------------------------------------------------
 

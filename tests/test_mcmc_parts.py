@@ -10,21 +10,13 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import linear_gaussian
+from helpers import linear_gaussian, one_thread  # noqa: F401 (one_thread: a module-wide fixture)
 
 from vaelab.config import GapsConfig
 from vaelab.errors import ConfigError
 from vaelab.evaluation.gaps import ais_options
 from vaelab.mcmc import PRESETS, AISOptions, StepSizeAdaptation, ais, bdmc, kernel, parse_ais_options, resolve, simulate
 from vaelab.mcmc.options import ALIASES
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _gaussian_target():

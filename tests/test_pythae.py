@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from helpers import one_thread  # noqa: F401 (a module-wide fixture)
 
 import vaelab
 
@@ -20,14 +21,6 @@ pythae_models = pytest.importorskip(
 )
 from vaelab.adapters.pythae import PythaeModel  # noqa: E402
 from vaelab.errors import ConfigError  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(n: int = 96) -> torch.Tensor:

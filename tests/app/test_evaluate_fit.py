@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, binary_images, tiny_vae
+from helpers import TINY, binary_images, one_thread, tiny_vae  # noqa: F401 (one_thread: a module-wide fixture)
 from test_bad_inputs import one_error_line
 from test_run_safety import cli
 
 import vaelab
 
 AIS = ["chains=4", "temps=20", "leapfrog=2"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _fit(model: torch.nn.Module, run: Path, objective: str = "elbo") -> torch.nn.Module:
