@@ -182,32 +182,30 @@ def _parse_mnist_npz(p: Mapping[str, bytes]) -> Arrays:
     return {k: _need(v, _IDX_SHAPES[k], f"mnist.npz:{k}") for k, v in z.items()}
 
 
-def _build_mnist_like(a: Arrays, v: Variant, seed: int) -> Built:
+def _build_mnist_like(a: Arrays, v: Variant, seed: int, train_on_all: bool = False) -> Built:
+    """valid = the last 10,000 training images; train = the others, or all 60,000 (`train_on_all`: not held out)."""
     x, y = a["x_train"], a["y_train"].astype(np.int64)
+    end = None if train_on_all else -MNIST_VALID
+    train = "all 60,000 training images" if train_on_all else "first 50,000 of the training images"
     return Built(
         pixels={
-            "train": x[:-MNIST_VALID, None],
+            "train": x[:end, None],
             "valid": x[-MNIST_VALID:, None],
             "test": a["x_test"][:, None],
         },
-        labels={"train": y[:-MNIST_VALID], "valid": y[-MNIST_VALID:], "test": a["y_test"].astype(np.int64)},
-        note="train = first 50,000 of the training images, valid = last 10,000",
+        labels={"train": y[:end], "valid": y[-MNIST_VALID:], "test": a["y_test"].astype(np.int64)},
+        note=f"train = {train}, valid = last 10,000" + (" of them (not held out)" if train_on_all else ""),
     )
 
 
-def _build_mnist(a: Arrays, v: Variant, seed: int) -> Built:
-    b = _build_mnist_like(a, v, seed)
+def _build_mnist(a: Arrays, v: Variant, seed: int, train_on_all: bool = False) -> Built:
+    b = _build_mnist_like(a, v, seed, train_on_all)
     b.note += f"; train binarized per epoch from (seed={seed}, epoch), valid/test binarized once with a fixed seed"
     return b
 
 
 def _build_mnist_60k(a: Arrays, v: Variant, seed: int) -> Built:
-    b = _build_mnist(a, v, seed)
-    b.pixels["train"] = a["x_train"][:, None]
-    b.labels["train"] = a["y_train"].astype(np.int64)
-    b.note = b.note.replace("train = first 50,000 of the training images", "train = all 60,000 training images")
-    b.note = b.note.replace("valid = last 10,000", "valid = last 10,000 of them (not held out)")
-    return b
+    return _build_mnist(a, v, seed, train_on_all=True)
 
 
 def _build_fashion_threshold(a: Arrays, v: Variant, seed: int) -> Built:
