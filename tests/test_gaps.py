@@ -22,9 +22,15 @@ from vaelab.distributions.auxiliary_flow import AuxiliaryFlowDistribution
 from vaelab.errors import ConfigError
 from vaelab.evaluation import importance_sampled_log_likelihood
 from vaelab.evaluation.gaps import gaps_table, measure_gaps, write_gap_report
-from vaelab.evaluation.local_families import LocalDiagonalGaussian, local_family
-from vaelab.evaluation.local_optimization import optimize_local
+from vaelab.evaluation.local_optimization import local_family, optimize_local
 from vaelab.objectives import ELBO
+from vaelab.posteriors import (
+    AuxiliaryFlowPosterior,
+    CategoricalGaussian,
+    DiagonalGaussian,
+    FullCovarianceGaussian,
+    PerPoint,
+)
 from vaelab.train.checkpoint import save_weights
 from vaelab.train.transfer import freeze, init_generative_from
 
@@ -78,7 +84,7 @@ def test_points_that_converge_stop_updating(model_and_data):
     start_at_optimum = torch.tensor([True, False, True, False, True, False])
     loc = torch.where(start_at_optimum[:, None], mean, torch.zeros_like(mean))
     log_scale = torch.where(start_at_optimum[:, None], 0.5 * var.log(), torch.zeros_like(var))
-    family = LocalDiagonalGaussian(loc, log_scale)
+    family = PerPoint(DiagonalGaussian(None, 3), {"loc": loc, "log_scale": log_scale})
     at_stop: dict[int, torch.Tensor] = {}
     seen: dict[str, torch.Tensor] = {}
 
@@ -162,6 +168,38 @@ def test_initialisation_from_the_encoder():
     torch.testing.assert_close(ffg.loc, q_ffg.loc)
     with pytest.raises(ConfigError, match="unknown local family"):
         local_family("iaf", 3, 2)
+
+
+@pytest.mark.parametrize("cls", [DiagonalGaussian, FullCovarianceGaussian, AuxiliaryFlowPosterior])
+def test_one_family_serves_amortised_and_per_point_use(cls):
+    """One class per family: its encoder head gives parameters of the declared shapes, and free per-point parameters
+    holding those values (`PerPoint`, a family built without a head) give the same q; for the flow the per-point
+    copy of the amortised family keeps its networks (n groups)."""
+    torch.manual_seed(0)
+    amortised, h = cls(5, 3).double(), torch.randn(4, 5, dtype=torch.float64)
+    params = amortised.head_params(h)
+    assert {k: tuple(v.shape) for k, v in params.items()} == {k: (4, *s) for k, s in amortised.param_shapes().items()}
+    q = amortised(h)
+    if cls is AuxiliaryFlowPosterior:
+        local = amortised.per_point(4, init=q, like=h)
+        torch.manual_seed(1)
+        z, log_q = q.rsample_and_log_prob((3,))
+        torch.manual_seed(1)
+        z_local, log_q_local = local().rsample_and_log_prob((3,))
+        torch.testing.assert_close(z_local, z)
+        torch.testing.assert_close(log_q_local, log_q)
+        assert local.family.flow is not amortised.flow and local.family.flow.groups == 4
+    else:
+        local = PerPoint(cls(None, 3), params)
+        z = q.sample((3,))
+        torch.testing.assert_close(local().log_prob(z), q.log_prob(z))
+    assert all(p.shape[0] == 4 for p in local.parameters())  # all per point: one optimiser fits the 4 points
+    with pytest.raises(ValueError, match="takes parameters"):
+        PerPoint(cls(None, 3), {"mu": torch.zeros(4, 3)})
+    with pytest.raises(ValueError, match="without an encoder head"):
+        DiagonalGaussian(5, 3).per_point(4)
+    with pytest.raises(NotImplementedError, match="amortised family only"):
+        PerPoint(CategoricalGaussian(5, 3), {})
 
 
 def tiny_model(encoder: dict, decoder_hidden: list[int]):

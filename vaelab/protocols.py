@@ -7,6 +7,10 @@ Models:
 * `GenerativeModel`: a `LatentModel` with a prior p(z) and p(x | z) apart (`prior`, `log_likelihood`, `sample`):
   what AIS from the prior, BDMC and the sample pictures need.
 
+* `AmortizedModel`: a `LatentModel` whose q(z | x) is a posterior family on encoder features,
+  `posterior_family(encoder(x))`, with a `prior` (vaelab's `VAE` and its subclasses): what the inference gaps (the
+  trained family), CP-VAE's checks and the AIWAE parameter split read.
+
 * `DecodedModel`: a `GenerativeModel` built as vaelab's are, an `nn.Module` whose p(x | z) is a vaelab likelihood
   over decoder outputs (`likelihood.num_outputs` sizes the IS estimator's chunks).
 
@@ -65,6 +69,16 @@ class GenerativeModel(LatentModel, Protocol):
     def sample(self, n: int, mean: bool = True) -> Tensor:
         """n draws x ~ p(x) `[n, *event]` (their means given z with `mean`)."""
         ...
+
+
+@runtime_checkable
+class AmortizedModel(LatentModel, Protocol):
+    """A `LatentModel` with q(z | x) = `posterior_family(encoder(x))` (a `vaelab.posteriors.PosteriorFamily`, or
+    any module from features to a Distribution) and a prior p(z)."""
+
+    encoder: Any
+    posterior_family: Any
+    prior: Any
 
 
 @runtime_checkable

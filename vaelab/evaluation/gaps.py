@@ -41,12 +41,12 @@ from tqdm.auto import tqdm
 from vaelab.config import GapsConfig
 from vaelab.distributions import detach_parameters
 from vaelab.errors import ConfigError
-from vaelab.evaluation.local_families import LOCAL_FAMILIES, LocalFamily, local_family
-from vaelab.evaluation.local_optimization import optimize_local
+from vaelab.evaluation.local_optimization import LOCAL_FAMILIES, local_family, optimize_local
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
 from vaelab.mcmc import ais
 from vaelab.mcmc.options import ALIASES, AISOptions, resolve
-from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian
+from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian, PerPoint
+from vaelab.protocols import AmortizedModel
 
 #: Display names of the families, as in the paper's tables.
 FAMILY_NAMES = {"ffg": "FFG", "flow": "Flow", "full_covariance": "FullCov"}
@@ -54,7 +54,7 @@ FAMILY_NAMES = {"ffg": "FFG", "flow": "Flow", "full_covariance": "FullCov"}
 
 def trained_family(model) -> str | None:
     """The local family matching the model's amortised posterior ("ffg", "flow", "full_covariance"), or None."""
-    family = getattr(model, "posterior_family", None)
+    family = model.posterior_family if isinstance(model, AmortizedModel) else None
     for cls, name in (
         (AuxiliaryFlowPosterior, "flow"),
         (DiagonalGaussian, "ffg"),
@@ -89,7 +89,7 @@ class GapResult:
     ais_init: list[str]
     settings: dict
     seconds: float
-    last_fits: dict[str, LocalFamily] = field(default_factory=dict, repr=False)
+    last_fits: dict[str, PerPoint] = field(default_factory=dict, repr=False)
 
     def lower_bounds(self) -> dict[str, Tensor]:
         """Every per-point stochastic lower bound of log p(x) at hand, by name, on the selection draws."""
@@ -142,7 +142,7 @@ def _bound_names(iwae, ais, local_iwae: dict) -> dict:
 AIS_START_FAMILIES = ("ffg", "full_covariance")
 
 
-def _ais_start(init: str, fits: dict[str, LocalFamily], elbos: dict[str, Tensor]) -> tuple[str, Distribution | str]:
+def _ais_start(init: str, fits: dict[str, PerPoint], elbos: dict[str, Tensor]) -> tuple[str, Distribution | str]:
     """Where AIS starts for one batch: with `init` "q_star", the fitted Gaussian q* (`AIS_START_FAMILIES`) with
     the largest mean L[q*] on the batch, detached (the prior if none was fitted); else the prior."""
     candidates = [f for f in AIS_START_FAMILIES if f in fits]
@@ -180,14 +180,14 @@ def measure_gaps(model, data: Tensor, settings: GapsConfig | None = None, progre
     if s.ais_init not in ("q_star", "prior"):
         raise ConfigError(f"gaps.ais_init must be 'q_star' or 'prior', not {s.ais_init!r}")
     template = None
-    if not s.flow and isinstance(getattr(model, "posterior_family", None), AuxiliaryFlowPosterior):
-        template = model.posterior_family.flow  # the local flow gets the trained flow's architecture
+    if not s.flow and trained == "flow":
+        template = model.posterior_family  # the local flow gets the trained flow's architecture
     like = next(model.parameters()).new_zeros(())  # local parameters take the model's dtype and device
     device = like.device
     model.eval()
     start = time.perf_counter()
     parts: dict[str, list[Tensor]] = {}
-    last_fits: dict[str, LocalFamily] = {}
+    last_fits: dict[str, PerPoint] = {}
     ais_starts: list[tuple[str, Distribution | str]] = []
 
     def keep(key: str, t: Tensor) -> None:

@@ -1,6 +1,7 @@
 """Local optimisation of q*(z | x) for many data points at once (Cremer et al. 2018, appendix 6.4).
 
-Each data point i has its own variational parameters (a `LocalFamily`, `[N, ...]` tensors); one Adam
+Each data point i has its own variational parameters (a `vaelab.posteriors.PerPoint`: `[N, ...]` tensors of a
+posterior family's parameters, the same family classes the encoders use); one Adam
 optimiser (lr 1e-3) maximises every point's S-sample ELBO (S = 100) together. The stopping rule is the
 paper's, applied to every point on its own: after every `check_every` (100) steps the average of the last
 `check_every` ELBO values of point i is compared with its best such average; after `patience` (10)
@@ -19,11 +20,47 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
+from vaelab.distributions.auxiliary_flow import AuxiliaryFlow, AuxiliaryFlowDistribution
 from vaelab.errors import ConfigError
-from vaelab.evaluation.local_families import LocalFamily
 from vaelab.objectives.bounds import sample_log_weights
+from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian, PerPoint
+
+#: The local families of the gap analysis by name (Cremer et al. 2018: q*_FFG, q*_FullCov, q*_Flow).
+LOCAL_FAMILIES = ("ffg", "full_covariance", "flow")
+
+
+def local_family(
+    name: str,
+    n: int,
+    latent_dim: int,
+    init: Distribution | None = None,
+    flow_options: dict | None = None,
+    like: Tensor | None = None,
+    template: AuxiliaryFlowPosterior | None = None,
+) -> PerPoint:
+    """The per-point family `name` (`LOCAL_FAMILIES`) for `n` data points, started at the prior N(0, I)
+    (`init=None`; the flow as the identity, appendix 6.4) or from `init` (the encoder's q(z | x), batch `[n]`;
+    Krishnan et al. 2017): the same family copies it, another matches its mean and covariance
+    (`PosteriorFamily.initial_params`). A new flow takes the architecture of `template` (a trained flow family)
+    or else `AuxiliaryFlow` options `flow_options`; `like` is a tensor whose dtype and device the parameters take.
+    """
+    if name not in LOCAL_FAMILIES:
+        raise ConfigError(f"unknown local family {name!r}; choose from: {', '.join(LOCAL_FAMILIES)}")
+    ref = like if like is not None else torch.zeros(())
+    if name == "ffg":
+        family = DiagonalGaussian(None, latent_dim)
+    elif name == "full_covariance":
+        family = FullCovarianceGaussian(None, latent_dim)
+    elif template is not None:
+        family = template
+    elif isinstance(init, AuxiliaryFlowDistribution):  # per_point copies init's networks
+        family = AuxiliaryFlowPosterior.around(init.flow)
+    else:
+        family = AuxiliaryFlowPosterior.around(AuxiliaryFlow(latent_dim, groups=n, **(flow_options or {})))
+    return family.per_point(n, init, ref).to(ref)
 
 
 @dataclass
@@ -37,7 +74,7 @@ class LocalFit:
     - `averages` `[checks, N]`: every check's average (NaN once a point had stopped).
     """
 
-    family: LocalFamily
+    family: PerPoint
     steps: Tensor
     converged: Tensor
     best_average: Tensor
@@ -65,14 +102,14 @@ def _point_mask(active: Tensor, p: Tensor) -> Tensor:
 def optimize_local(
     model,
     x: Tensor,
-    family: LocalFamily,
+    family: PerPoint,
     samples: int = 100,
     lr: float = 1e-3,
     check_every: int = 100,
     patience: int = 10,
     max_steps: int | None = None,
     progress: bool = True,
-    callback: Callable[[int, LocalFamily, Tensor], None] | None = None,
+    callback: Callable[[int, PerPoint, Tensor], None] | None = None,
     desc: str = "local q*",
 ) -> LocalFit:
     """Fit `family` (N points) to the posteriors of `model` at `x` `[N, *event]` by Adam on the `samples`-sample

@@ -24,7 +24,7 @@ from vaelab.errors import ConfigError
 from vaelab.models.vae import VAE
 from vaelab.posteriors.conditional import CategoricalGaussian
 from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
-from vaelab.protocols import ReadsCategory
+from vaelab.protocols import AmortizedModel, ReadsCategory
 
 DECODER_INPUTS = ("z_and_c", "z")
 
@@ -53,9 +53,14 @@ def check_pair(family: nn.Module | None, prior: nn.Module | None, what: str = "t
 
 def conditional_pair(model: nn.Module, what: str = "this") -> tuple[CategoricalGaussian, MixtureOfGaussians]:
     """The model's (posterior family, prior) if they are CP-VAE's pair (`check_pair`), else `ConfigError`."""
-    family, prior = getattr(model, "posterior_family", None), getattr(model, "prior", None)
+    family, prior = _family_and_prior(model)
     check_pair(family, prior, what)
     return family, prior
+
+
+def _family_and_prior(model: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
+    """(posterior family, prior) of an `AmortizedModel`, else (None, None)."""
+    return (model.posterior_family, model.prior) if isinstance(model, AmortizedModel) else (None, None)
 
 
 def is_pair(family: nn.Module | None, prior: nn.Module | None) -> bool:
@@ -68,7 +73,7 @@ def is_pair(family: nn.Module | None, prior: nn.Module | None) -> bool:
 
 
 def is_cpvae(model: nn.Module) -> bool:
-    return is_pair(getattr(model, "posterior_family", None), getattr(model, "prior", None))
+    return is_pair(*_family_and_prior(model))
 
 
 def reads_category(model: nn.Module) -> bool:

@@ -1,6 +1,7 @@
-"""Amortised variational families q(z | x): encoder features `[B, F]` -> a distribution over `[B, D]`."""
+"""Variational families: amortised, q(z | x) from encoder features `[B, F]` -> a distribution over `[B, D]`,
+and per data point (`PerPoint`: free parameters for each of N points, the q* of the inference-gap analysis)."""
 
-from vaelab.posteriors.base import PosteriorFamily
+from vaelab.posteriors.base import PerPoint, PosteriorFamily
 from vaelab.posteriors.conditional import CategoricalGaussian, CategoricalGaussianPosterior
 from vaelab.posteriors.diagonal_gaussian import DiagonalGaussian
 from vaelab.posteriors.flow import AuxiliaryFlowPosterior
@@ -14,6 +15,7 @@ __all__ = [
     "DiagonalGaussian",
     "FullCovarianceGaussian",
     "GaussianMixture",
+    "PerPoint",
     "PosteriorFamily",
     "cholesky_factor",
 ]

@@ -2,35 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from vaelab.distributions import DiagonalNormal
-from vaelab.posteriors.base import PosteriorFamily
+from vaelab.posteriors.base import PosteriorFamily, moments
+
+
+def half_log_var(log_var: Tensor, min_log_var: float | None = None, max_log_var: float | None = None) -> Tensor:
+    """log sigma = log_var / 2, log_var first clamped to `[min_log_var, max_log_var]` when either is set
+    (VampPrior's code uses a hardtanh to [-6, 2])."""
+    if min_log_var is not None or max_log_var is not None:
+        log_var = log_var.clamp(min_log_var, max_log_var)
+    return 0.5 * log_var
+
+
+def normal_from_log_scale(loc: Tensor, log_scale: Tensor) -> DiagonalNormal:
+    """N(loc, diag exp(2 log_scale)) for `loc`, `log_scale` `[..., D]`."""
+    return DiagonalNormal(loc, torch.exp(log_scale), log_scale)
 
 
 def diagonal_normal(
     mu: Tensor, log_var: Tensor, min_log_var: float | None = None, max_log_var: float | None = None
 ) -> DiagonalNormal:
-    """N(mu, diag exp(log_var)) for `mu`, `log_var` `[..., D]`, log_var first clamped to `[min_log_var,
-    max_log_var]` when either is set (VampPrior's code uses a hardtanh to [-6, 2])."""
-    if min_log_var is not None or max_log_var is not None:
-        log_var = log_var.clamp(min_log_var, max_log_var)
-    log_scale = 0.5 * log_var
-    return DiagonalNormal(mu, torch.exp(log_scale), log_scale)
+    """N(mu, diag exp(log_var)) for `mu`, `log_var` `[..., D]`, log_var clamped as in `half_log_var`."""
+    return normal_from_log_scale(mu, half_log_var(log_var, min_log_var, max_log_var))
 
 
 class DiagonalGaussian(PosteriorFamily):
-    """Linear heads for mu and log sigma^2; log sigma^2 optionally clamped to `[min_log_var, max_log_var]`
-    (VampPrior's code uses a hardtanh to [-6, 2])."""
+    """q = N(loc, diag exp(2 log_scale)); parameters `loc`, `log_scale` `[D]` per data point. The encoder head is
+    linear, for mu and log sigma^2 (log sigma = log sigma^2 / 2, log sigma^2 optionally clamped to
+    `[min_log_var, max_log_var]`: VampPrior's code uses a hardtanh to [-6, 2]). `in_features=None`: no head."""
 
     def __init__(
-        self, in_features: int, latent_dim: int, min_log_var: float | None = None, max_log_var: float | None = None
+        self,
+        in_features: int | None,
+        latent_dim: int,
+        min_log_var: float | None = None,
+        max_log_var: float | None = None,
     ) -> None:
         super().__init__(in_features, latent_dim)
-        self.head = nn.Linear(in_features, 2 * latent_dim)
+        self.head = nn.Linear(in_features, 2 * latent_dim) if in_features is not None else None
         self.min_log_var, self.max_log_var = min_log_var, max_log_var
 
-    def forward(self, h: Tensor) -> DiagonalNormal:
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"loc": (self.latent_dim,), "log_scale": (self.latent_dim,)}
+
+    def head_params(self, h: Tensor) -> dict[str, Tensor]:
         mu, log_var = self.head(h).chunk(2, dim=-1)
-        return diagonal_normal(mu, log_var, self.min_log_var, self.max_log_var)
+        return {"loc": mu, "log_scale": half_log_var(log_var, self.min_log_var, self.max_log_var)}
+
+    def distribution(self, params: Mapping[str, Tensor]) -> DiagonalNormal:
+        return normal_from_log_scale(params["loc"], params["log_scale"])
+
+    def initial_params(self, n: int, init: Distribution | None = None, like: Tensor | None = None) -> dict[str, Tensor]:
+        """At N(0, I), at `init` itself when it is a diagonal Gaussian, else at `init`'s mean and variances."""
+        if init is None:
+            return super().initial_params(n, None, like)
+        if isinstance(init, DiagonalNormal):
+            return {"loc": init.loc.detach(), "log_scale": init.log_scale.detach()}
+        mean, cov = moments(init)
+        return {"loc": mean, "log_scale": 0.5 * torch.diagonal(cov, dim1=-2, dim2=-1).log()}

@@ -1,16 +1,18 @@
 """Full-covariance Gaussian q(z | x) = N(mu(x), L(x) L(x)^T) with a Cholesky factor L predicted by the
-encoder (Kingma & Welling 2019, sec. 2.6.1; Cremer et al. 2018, Table 10; SIWAE mixture components)."""
+encoder (Kingma & Welling 2019, sec. 2.6.1; Cremer et al. 2018, Table 10 and appendix 6.7; SIWAE mixture
+components)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import MultivariateNormal
+from torch.distributions import Distribution, MultivariateNormal
 
-from vaelab.posteriors.base import PosteriorFamily
+from vaelab.posteriors.base import PosteriorFamily, moments
 
 _SOFTPLUS_INV_1 = math.log(math.e - 1)  # softplus(_SOFTPLUS_INV_1) = 1
 
@@ -26,20 +28,45 @@ def cholesky_factor(raw: Tensor, dim: int, min_scale: float = 1e-4) -> Tensor:
     return L.tril(-1) + torch.diag_embed(diag)
 
 
+def cholesky_raw(L: Tensor, min_scale: float = 1e-4) -> Tensor:
+    """The inverse of `cholesky_factor`: raw entries `[..., D(D+1)/2]` with `cholesky_factor(raw) = L`."""
+    D = L.shape[-1]
+    diag = (torch.diagonal(L, dim1=-2, dim2=-1) - min_scale).clamp(min=1e-6)
+    inv_softplus = diag + torch.log(-torch.expm1(-diag))  # softplus^-1
+    M = L.tril(-1) + torch.diag_embed(inv_softplus - _SOFTPLUS_INV_1)
+    rows, cols = torch.tril_indices(D, D, device=L.device)
+    return M[..., rows, cols]
+
+
 def tril_size(dim: int) -> int:
     return dim * (dim + 1) // 2
 
 
 class FullCovarianceGaussian(PosteriorFamily):
-    """Linear heads for mu `[B, D]` and the D(D+1)/2 entries of L (see `cholesky_factor`)."""
+    """q = N(loc, L L^T), L = `cholesky_factor(raw)`; parameters `loc` `[D]` and `raw` `[D(D+1)/2]` per data
+    point, from a linear encoder head (`in_features=None`: no head)."""
 
-    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-4) -> None:
+    def __init__(self, in_features: int | None, latent_dim: int, min_scale: float = 1e-4) -> None:
         super().__init__(in_features, latent_dim)
         self.min_scale = min_scale
-        self.head = nn.Linear(in_features, latent_dim + tril_size(latent_dim))
+        size = latent_dim + tril_size(latent_dim)
+        self.head = nn.Linear(in_features, size) if in_features is not None else None
 
-    def forward(self, h: Tensor) -> MultivariateNormal:
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"loc": (self.latent_dim,), "raw": (tril_size(self.latent_dim),)}
+
+    def head_params(self, h: Tensor) -> dict[str, Tensor]:
         out = self.head(h)
-        loc, raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
-        scale_tril = cholesky_factor(raw, self.latent_dim, self.min_scale)
-        return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
+        return {"loc": out[..., : self.latent_dim], "raw": out[..., self.latent_dim :]}
+
+    def distribution(self, params: Mapping[str, Tensor]) -> MultivariateNormal:
+        scale_tril = cholesky_factor(params["raw"], self.latent_dim, self.min_scale)
+        return MultivariateNormal(params["loc"], scale_tril=scale_tril, validate_args=False)
+
+    def initial_params(self, n: int, init: Distribution | None = None, like: Tensor | None = None) -> dict[str, Tensor]:
+        """At N(0, I), else at `init`'s mean and covariance (Cholesky factor of cov + 1e-8 I)."""
+        if init is None:
+            return super().initial_params(n, None, like)
+        mean, cov = moments(init)
+        eye = torch.eye(self.latent_dim, dtype=cov.dtype, device=cov.device)
+        return {"loc": mean, "raw": cholesky_raw(torch.linalg.cholesky(cov + 1e-8 * eye), self.min_scale)}
