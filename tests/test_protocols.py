@@ -10,9 +10,21 @@ from torch import nn
 import vaelab
 from vaelab.config import ModelConfig
 from vaelab.config.build import OBJECTIVES, build_model
+from vaelab.data.supervised import predicts_labels
 from vaelab.errors import ConfigError
+from vaelab.nets import PixelCNN
 from vaelab.objectives import ELBO, Objective
-from vaelab.protocols import AuxiliarySampler, GenerativeModel, LatentModel, MarginalEstimator, ReadsCategory
+from vaelab.protocols import (
+    AmortizedModel,
+    Autoregressive,
+    AuxiliarySampler,
+    GenerativeModel,
+    HasPseudoInputs,
+    LatentModel,
+    MarginalEstimator,
+    ReadsCategory,
+    Reconstructs,
+)
 
 
 def _model(**overrides) -> nn.Module:
@@ -47,7 +59,22 @@ def test_a_deterministic_classifier_has_no_latent():
         ),
         (6,),
     )
-    assert not isinstance(model, LatentModel)
+    assert not isinstance(model, LatentModel) and not isinstance(model, Reconstructs)
+    assert predicts_labels(model) and not predicts_labels(_model())
+
+
+def test_model_prior_and_decoder_capabilities():
+    """What the gaps (the trained family), `vaelab sample` (reconstructions, pseudo-inputs) and the model builder
+    (a decoder that reads x) check, declared instead of found with getattr."""
+    vae = _model(prior={"type": "vampprior", "components": 3})
+    assert isinstance(vae, AmortizedModel) and isinstance(vae, Reconstructs)
+    assert isinstance(vae.prior, HasPseudoInputs) and vae.prior.pseudo_inputs.shape == (3, 6)
+    assert not isinstance(_model().prior, HasPseudoInputs)
+    pixel = PixelCNN((1, 4, 4), 2, 16, channels=4, layers=1)
+    assert isinstance(pixel, Autoregressive) and not isinstance(nn.Linear(2, 2), Autoregressive)
+    section = {"latent_dim": 2, "encoder": {"type": "mlp", "hidden": [8]}, "posterior": {"type": "diagonal_gaussian"}}
+    with pytest.raises(ConfigError, match="reads x itself"):
+        build_model(ModelConfig(**section, decoder={"type": "pixelcnn", "channels": 4, "layers": 1}), (1, 4, 4))
 
 
 def test_only_a_decoder_on_z_and_c_reads_the_category():

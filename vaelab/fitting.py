@@ -90,7 +90,7 @@ def fit_config(
         spec = {"type": objective} if isinstance(objective, str) else dict(objective)
         section.update(type=spec.pop("type", ObjectiveConfig.type), options=spec)
     elif isinstance(objective, Objective):
-        section["type"] = getattr(objective, "name", "objective")
+        section["type"] = objective.name  # declared by Objective ("objective" unless a subclass names itself)
     else:
         raise ConfigError(f"objective must be a name (elbo, iwae, ...) or an Objective, not {objective!r}")
     train = {k: v for k, v in train_options.items() if k in train_keys}

@@ -14,6 +14,15 @@ Models:
 * `DecodedModel`: a `GenerativeModel` built as vaelab's are, an `nn.Module` whose p(x | z) is a vaelab likelihood
   over decoder outputs (`likelihood.num_outputs` sizes the IS estimator's chunks).
 
+* `Reconstructs`: a model that maps x to a reconstruction E[x | z], z ~ q(z | x) (the reconstruction grids).
+
+* `HasPseudoInputs`: a prior with learned pseudo-inputs (the VampPrior; `None` where a composite prior has none).
+
+* `Observed`: a model with a `likelihood` that names the kind of data it is over (`data_kind`: "binary",
+  "real", "labels", ...); a classifier's is "labels".
+
+* `Autoregressive`: a decoder that reads x as well as z (PixelCNN: p(x | z) = prod_i p(x_i | x_<i, z)).
+
 * `ReadsCategory`: a model whose likelihood reads a discrete latent c besides z, p(x | z, c) (CP-VAE's decoder
   on [z, one-hot c]); log p(x, z) is then undefined, and vaelab estimates log p(x) stratified over c.
 
@@ -91,6 +100,41 @@ class DecodedModel(GenerativeModel, Protocol):
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """The model's parameters (an `nn.Module`'s); the first gives the device."""
         ...
+
+
+@runtime_checkable
+class Reconstructs(Protocol):
+    """A model with `reconstruct(x)`: E[x | z] at z ~ q(z | x), `[B, *event]` for x `[B, *event]`."""
+
+    def reconstruct(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class HasPseudoInputs(Protocol):
+    """A prior with learned pseudo-inputs u `[K, *event]` (VampPrior: p(z) = (1/K) sum_k q(z | u_k)), or None."""
+
+    pseudo_inputs: Tensor | None
+
+
+@runtime_checkable
+class DataKind(Protocol):
+    """A likelihood that names the kind of data it is over (vaelab's `Likelihood.data_kind`)."""
+
+    data_kind: str
+
+
+@runtime_checkable
+class Observed(Protocol):
+    """A model whose `likelihood` is a `DataKind` (vaelab's models and classifiers)."""
+
+    likelihood: DataKind
+
+
+@runtime_checkable
+class Autoregressive(Protocol):
+    """A decoder network that also reads x (`autoregressive = True`), so it needs a model built for it (PixelHVAE)."""
+
+    autoregressive: bool
 
 
 @runtime_checkable

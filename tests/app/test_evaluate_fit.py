@@ -5,6 +5,7 @@ cannot be rebuilt, or one given no data, is refused in one line that says what t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -106,3 +107,32 @@ def test_data_is_refused_for_a_run_of_vaelab_train(tmp_path, capsys):
     torch.save(binary_images(4), tmp_path / "x.pt")
     code, err = cli(capsys, "evaluate", tmp_path / "cli", "--data", tmp_path / "x.pt", "--no-progress")
     assert one_error_line(code, err, "evaluate", "--data is for runs that vaelab.fit wrote", "config's dataset"), err
+
+
+def test_sample_a_fit_run(tmp_path, capsys):
+    """`vaelab sample RUN` of a vaelab.fit run (a model factory VAE, a pythae VAE): samples.png from the rebuilt
+    model (the same seed, the same picture); reconstructions.png and the 2-D posterior pictures only with --data,
+    whose one split (the file's stem) is the default; without it a note says so, and exit 0."""
+    x = binary_images(24, seed=1)
+    torch.save(x, tmp_path / "x.pt")
+    models = {"factory": lambda: tiny_vae(latent_dim=2)}
+    if importlib.util.find_spec("pythae") is not None:
+        from vaelab.adapters.pythae import pythae_vae
+
+        models["pythae"] = lambda: pythae_vae(input_dim=[1, 4, 4], latent_dim=2, reconstruction_loss="bce")
+    for name, build in models.items():
+        run = tmp_path / name
+        torch.manual_seed(0)
+        _fit(build(), run)
+        code, err = cli(capsys, "sample", run, "--n", 16, "--out", run / "a")
+        assert code == 0 and any("no --data given" in line for line in err), (name, err)
+        assert sorted(p.name for p in (run / "a").iterdir()) == ["samples.png"], name
+        assert cli(capsys, "sample", run, "--n", 16, "--out", run / "b", "--data", tmp_path / "x.pt")[0] == 0
+        found = sorted(p.name for p in (run / "b").iterdir())
+        assert found == ["posterior-x.png", "reconstructions.png", "samples.png"], (name, found)
+        assert (run / "a" / "samples.png").read_bytes() == (run / "b" / "samples.png").read_bytes()
+    del_factory = tiny_vae()
+    del del_factory.vaelab_factory
+    _fit(del_factory, tmp_path / "parts")
+    code, err = cli(capsys, "sample", tmp_path / "parts")
+    assert one_error_line(code, err, "sample", "cannot be rebuilt", "template=model"), err

@@ -156,6 +156,11 @@ class PythaeModel(nn.Module):
         r = self.decode(z)
         return r if mean else self.observation(r).sample()
 
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x | z] = r(z) at one draw z ~ q(z | x), `[B, *event]` (the reconstruction grids of `vaelab sample`)."""
+        return self.decode(self.posterior(x).sample())
+
     def extra_repr(self) -> str:
         return f"likelihood={self.likelihood_name}, latent_dim={self.latent_dim}, event_shape={self.event_shape}"
 

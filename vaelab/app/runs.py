@@ -49,7 +49,7 @@ from vaelab.mcmc import ais_replicates, bdmc, simulate
 from vaelab.mcmc.options import AISOptions
 from vaelab.measure import as_estimable
 from vaelab.models.cpvae import is_cpvae, reads_category
-from vaelab.protocols import DecodedModel, LatentModel
+from vaelab.protocols import DecodedModel, GenerativeModel, HasPseudoInputs, LatentModel, Reconstructs
 from vaelab.recording import RECORD, Run, build_run, load, load_run, read_run_config, resolve_device
 from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
 from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance
@@ -302,6 +302,11 @@ class FitData:
         else:
             self.dataset = load_dataset(source)
             self.name = self.dataset.name
+
+    @property
+    def has_data(self) -> bool:
+        """Whether a source was given (without one, `split` raises `DataError`)."""
+        return self.file is not None or self.dataset is not None
 
     def split(self, name: str, epoch: int | None = None) -> torch.Tensor:
         """The split `name`, checked against the model."""
@@ -572,9 +577,10 @@ def sample(
     categories: str = "posterior",
 ) -> list[Path]:
     """Write `samples.png` (n draws from the model), `reconstructions.png` (50 seeded random images of
-    `split` above their reconstructions) and, for a VampPrior, `pseudo_inputs.png` (the first 100) into
-    `out` (default: the run directory). For a classifier: `latent-<split>-<i>.png` (SIWAE Fig. 3) for 4 seeded
-    random inputs of `split` when it has a 2-D latent, else nothing. A CP-VAE draws c from q(c) (`categories`
+    `split` above their reconstructions; for a `vaelab.fit` run only when given data, `open_run`) and, for a
+    VampPrior, `pseudo_inputs.png` (the first 100) into `out` (default: the run directory). For a classifier:
+    `latent-<split>-<i>.png` (SIWAE Fig. 3) for 4 seeded random inputs of `split` when it has a 2-D latent, else
+    nothing. A CP-VAE draws c from q(c) (`categories`
     "posterior") or uniformly ("uniform") and adds `clusters.png` (a row per category), or with `cluster` k writes
     `samples-cluster<k>.png`; scalar data get `samples-histogram.png` instead (`vaelab.viz.generations`), 2-D data a
     scatter plot of data and samples (`samples.png`). Image VAEs also get `modes-<split>.png` for a mixture posterior
@@ -589,6 +595,8 @@ def sample(
     torch.manual_seed(seed)
     if predicts_labels(run.model):
         return latent_pictures(run, out, seed, split)
+    if not isinstance(run.model, GenerativeModel):
+        raise UserError(f"the model of {run.path} cannot draw samples: it has no prior and p(x | z) apart")
     if tuple(run.model.event_shape) == (1,):  # scalar data (CP-VAE's toy): histograms, not image grids
         return [histograms_1d(run, n, out, seed, cluster)]
     if tuple(run.model.event_shape) == (2,):  # 2-D points (SIWAE's toy): data and samples as scatter plots
@@ -601,20 +609,25 @@ def sample(
         samples, name, extra = category_images(run, n, out, seed, cluster, categories)
     else:
         samples = run.model.sample(n).cpu()
-    data = run.dataset.split(split)
-    pick = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:50]
-    x = data[pick].to(run.device)
-    recon = run.model.reconstruct(x).cpu()
-    paths = [
-        save_image_grid(samples, out / name),
-        save_reconstructions(x.cpu(), recon, out / "reconstructions.png"),
-        *extra,
-    ]
-    pseudo_inputs = getattr(run.model.prior, "pseudo_inputs", None)
-    if pseudo_inputs is not None:  # VampPrior: what the learned pseudo-inputs look like
-        paths.append(save_image_grid(pseudo_inputs.detach()[:100].cpu(), out / "pseudo_inputs.png"))
-    paths += save_posterior_pictures(run.model, x, out, split)  # mixture modes (SIWAE Fig. C.6); a 2-D latent's q
+    paths = [save_image_grid(samples, out / name)]
+    if has_data(run):  # a vaelab.fit run given no --data draws its samples only
+        data = run.dataset.split(split)
+        pick = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:50]
+        x = data[pick].to(run.device)
+        if isinstance(run.model, Reconstructs):
+            paths.append(save_reconstructions(x.cpu(), run.model.reconstruct(x).cpu(), out / "reconstructions.png"))
+    paths += extra
+    prior = run.model.prior
+    if isinstance(prior, HasPseudoInputs) and prior.pseudo_inputs is not None:  # VampPrior: the learned inputs
+        paths.append(save_image_grid(prior.pseudo_inputs.detach()[:100].cpu(), out / "pseudo_inputs.png"))
+    if has_data(run):
+        paths += save_posterior_pictures(run.model, x, out, split)  # mixture modes (SIWAE Fig. C.6); a 2-D q
     return paths
+
+
+def has_data(run: Run) -> bool:
+    """Whether the run has data to read: a `vaelab train` run always; a `vaelab.fit` run when given `--data`."""
+    return not isinstance(run.dataset, FitData) or run.dataset.has_data
 
 
 def latent_pictures(run: Run, out: Path, seed: int = 0, split: str = "test", count: int = 4) -> list[Path]:

@@ -35,6 +35,7 @@ from vaelab.objectives import (
 )
 from vaelab.posteriors import PosteriorFamily
 from vaelab.posteriors.amortized import Amortized
+from vaelab.protocols import Autoregressive
 
 
 def build_model(cfg: ModelConfig, event_shape: tuple[int, ...], train_data: Tensor | None = None) -> nn.Module:
@@ -59,6 +60,11 @@ def _amortized(event_shape: tuple[int, ...], latent_dim: int, encoder: dict, pos
     enc = NETWORKS.build(*split_section(encoder), in_features=math.prod(event_shape), out_features=None, **net_context)
     family = POSTERIORS.build(*split_section(posterior), in_features=enc.out_features, latent_dim=latent_dim)
     return Amortized(enc, family)
+
+
+def _autoregressive(decoder: nn.Module) -> bool:
+    """Whether `decoder` reads x itself (`vaelab.protocols.Autoregressive`: a PixelCNN)."""
+    return isinstance(decoder, Autoregressive) and bool(decoder.autoregressive)
 
 
 def _prior(
@@ -110,7 +116,7 @@ def _composed(model_cls: type[nn.Module], labels: bool, wrong_data: str):
         dec = NETWORKS.build(
             *split_section(decoder), in_features=width, out_features=lik.num_outputs, event_shape=event_shape
         )
-        if getattr(dec, "autoregressive", False):
+        if _autoregressive(dec):
             raise ConfigError(f"decoder {decoder['type']!r} reads x itself; use it in model.type: hvae (a PixelHVAE)")
         if (lik.data_kind == "labels") != labels:
             raise ConfigError(wrong_data)
@@ -203,7 +209,7 @@ def _hvae(
     pri = HierarchicalPrior(top, body, head(body.out_features, d1))
     b1, b2 = net(p_x["z1"], d1), net(p_x["z2"], d2)  # p(x | z1, z2)
     dec = net(decoder, b1.out_features + b2.out_features, lik.num_outputs)
-    if getattr(dec, "autoregressive", False):
+    if _autoregressive(dec):
         return PixelHVAE(enc, post2, q1, head(q1.out_features, d1), pri, Join(b1, b2), dec, lik)
     return HVAE(enc, post2, q1, head(q1.out_features, d1), pri, Join(b1, b2, dec), lik)
 

@@ -44,6 +44,7 @@ from vaelab.posteriors import (
     FullCovarianceGaussian,
     GaussianMixture,
 )
+from vaelab.posteriors.amortized import Amortized
 from vaelab.priors import MixtureOfGaussians, StandardNormal, VampPrior
 from vaelab.priors.vampprior import initial_pseudo_inputs
 from vaelab.train import lr_schedules
@@ -301,8 +302,10 @@ def _conditional(
     means put the K conditionals tens of nats apart, the closed-form B2 = sum_k q(k|x) KL_k then pushes every x to
     the same nearest category before the encoder adapts, and q(c|x) saturates there (measured on MNIST and on the
     1-D toy: q(c) perplexity 1.0 of K, KL(c) = log K); with 0.1 the categories stay in use."""
-    family = getattr(posterior, "family", None)
-    k = categories if categories is not None else getattr(family, "categories", None)
+    family = posterior.family if isinstance(posterior, Amortized) else None
+    if categories is None and isinstance(family, CategoricalGaussian):
+        categories = family.categories
+    k = categories
     if k is None:
         raise ConfigError(
             "prior conditional needs categories: K, or a posterior {type: categorical_gaussian} to take K from"

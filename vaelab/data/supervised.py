@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from vaelab.errors import DataError
+from vaelab.protocols import DataKind, Observed
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,5 +88,8 @@ class SupervisedDataset:
 
 def predicts_labels(model) -> bool:
     """Whether `model`'s likelihood is over class labels (it then trains on :class:`Supervised` data)."""
-    likelihood = getattr(model, "likelihood", None)
-    return getattr(likelihood, "data_kind", None) == "labels"
+    return (
+        isinstance(model, Observed)
+        and isinstance(model.likelihood, DataKind)
+        and model.likelihood.data_kind == "labels"
+    )

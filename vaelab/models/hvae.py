@@ -24,6 +24,7 @@ from vaelab.models.vae import VAE
 from vaelab.nets.pixelcnn import PixelCNN
 from vaelab.posteriors import PosteriorFamily
 from vaelab.priors import Prior
+from vaelab.protocols import HasPseudoInputs
 
 
 class Join(nn.Module):
@@ -133,7 +134,7 @@ class HierarchicalPrior(Prior):
     @property
     def pseudo_inputs(self) -> Tensor | None:
         """The VampPrior's pseudo-inputs when p(z2) is one (for `vaelab sample`'s grid), else None."""
-        return getattr(self.top, "pseudo_inputs", None)
+        return self.top.pseudo_inputs if isinstance(self.top, HasPseudoInputs) else None
 
 
 class HVAE(VAE):

@@ -20,7 +20,17 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         "scalar data (the CP-VAE toy) get samples-histogram.png (generated vs training data) instead.",
         epilog=EPILOG,
     )
-    s.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train'")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by 'vaelab train' or by vaelab.fit")
+    s.add_argument(
+        "--data",
+        metavar="DATASET|FILE.pt",
+        help="for a run that vaelab.fit wrote (trained on tensors): the data to reconstruct, a vaelab dataset or a "
+        "tensor [N, *event] saved by torch.save; without it only samples.png is drawn",
+    )
+    s.add_argument(
+        "--split",
+        help="the split to reconstruct (default: test; for --data FILE.pt, the file's one split)",
+    )
     s.add_argument("--n", type=positive_int, default=100, help="number of samples (default: 100)")
     s.add_argument(
         "--cluster",
@@ -43,14 +53,20 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run `vaelab sample`; the exit status."""
-    from vaelab import recording
     from vaelab.app import runs
 
-    run = recording.load_run(args.run_dir, args.checkpoint, args.device)
+    run = runs.open_run(args.run_dir, args.checkpoint, args.device, data=args.data)
+    fit_run = runs.is_fit_run(args.run_dir)
+    split = args.split or (run.cfg.eval.split if fit_run else "test")
     out = Path(args.out) if args.out else None
-    paths = runs.sample(run, args.n, out, args.seed, cluster=args.cluster, categories=args.categories)
+    paths = runs.sample(run, args.n, out, args.seed, split, cluster=args.cluster, categories=args.categories)
     for path in paths:
         print(f"wrote {path}")
+    if not runs.has_data(run):
+        print(
+            "no --data given: reconstructions.png and the posterior pictures need --data DATASET|FILE.pt",
+            file=sys.stderr,
+        )
     if not paths:  # a deterministic classifier, or a VIB whose latent is not 2-D
         print("nothing to draw: this model has no 2-D latent to picture and generates no images", file=sys.stderr)
     return 0
