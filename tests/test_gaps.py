@@ -317,3 +317,22 @@ def test_gaps_at_dimension_50_match_the_closed_forms():
     }
     for name, (err, se) in checks.items():
         assert abs(err) < 3 * se and se < 0.25, (name, err, se)
+
+
+def test_vaelab_gaps_is_measure_gaps_with_config_keys(model_and_data):
+    """`vaelab.gaps(model, x, **keys)`: the same numbers as `measure_gaps` with those `gaps` keys (same seed), the
+    per-point values beside the summary; a misspelt key is a ConfigError naming the valid ones."""
+    import vaelab
+
+    model, x = model_and_data
+    keys = dict(families=["full_covariance"], max_steps=30, eval_samples=100, ais_temperatures=0, **FAST)
+    torch.manual_seed(4)
+    out = vaelab.gaps(model, x, progress=False, **keys)
+    torch.manual_seed(4)
+    direct = measure_gaps(model, x, GapsConfig(**keys), progress=False).summary()
+    assert out["inference"] == direct["inference"] and out["elbo_q_star"] == direct["elbo_q_star"]
+    assert out["per_example"]["elbo_q_star_full_covariance"].mean().item() == pytest.approx(
+        out["elbo_q_star"]["full_covariance"]["mean"]
+    )
+    with pytest.raises(ConfigError, match="eval_samples"):
+        vaelab.gaps(model, x, eval_sample=10, progress=False)

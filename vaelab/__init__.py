@@ -4,10 +4,10 @@
 >>> vaelab.__version__
 '0.1.0'
 
-The Python API (README "Library"): `load_dataset`, `VAE`, `fit`, `load`, `evaluate`, `ais`, `bdmc` (with their
-`AISOptions`), `model_factory`, and the component classes (posterior families, priors, likelihoods, objectives),
-each of which `VAE` and `fit` also take by its registry name. They are imported on first use, so `import vaelab`
-stays cheap.
+The Python API (README "Library"): `load_dataset`, `VAE`, `HVAE`, `fit`, `load`, `evaluate`, `ais`, `bdmc` (with
+their `AISOptions`), `gaps`, `model_factory`, and the component classes (posterior families, priors, likelihoods,
+objectives), each of which `VAE` and `fit` also take by its registry name. They are imported on first use, so
+`import vaelab` stays cheap.
 """
 
 from importlib import import_module
@@ -34,8 +34,11 @@ _LAZY = {
     "evaluate": "vaelab.measure",
     "ais": "vaelab.measure",
     "bdmc": "vaelab.measure",
+    "gaps": "vaelab.measure",
+    "HVAE": "vaelab.models.hvae",
     "AISOptions": "vaelab.mcmc.options",
     "AuxiliaryFlowPosterior": "vaelab.posteriors",
+    "PerPoint": "vaelab.posteriors",
     **dict.fromkeys(_POSTERIORS, "vaelab.posteriors"),
     **dict.fromkeys(_PRIORS, "vaelab.priors"),
     **dict.fromkeys(_LIKELIHOODS, "vaelab.likelihoods"),
