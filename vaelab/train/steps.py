@@ -111,6 +111,10 @@ def _tensors(data: Batchable) -> list[Tensor]:
     return [data.inputs, data.targets] if isinstance(data, Supervised) else [data]
 
 
+def _key(data: Batchable) -> list[tuple]:
+    return [(t.data_ptr(), t.shape, t.stride(), t.dtype, t._version) for t in _tensors(data)]
+
+
 def _like(data: Batchable, tensors: list[Tensor]) -> Batchable:
     return Supervised(*tensors) if isinstance(data, Supervised) else tensors[0]
 
@@ -134,6 +138,7 @@ class DeviceData:
 
     def __init__(self, data: Batchable, device: torch.device) -> None:
         self.source, self.device, self.data = data, torch.device(device), data
+        self._key = _key(data)  # the source is held, so its storage cannot be reused by another tensor
         self.on_device = self.device.type == "cpu" or self._move()
         self.index_device = self.device if self.on_device else torch.device("cpu")
         self._pin = self.device.type == "cuda" and not self.on_device
@@ -149,14 +154,9 @@ class DeviceData:
         return True
 
     def matches(self, data: Batchable) -> bool:
-        """Whether `data` is the split this was made from, unchanged (the same storage, shape, strides and in-place
-        version: a dataset that draws a new binarization each epoch gives a new tensor)."""
-
-        def key(t: Tensor) -> tuple:
-            return t.data_ptr(), t.shape, t.stride(), t.dtype, t._version
-
-        mine, theirs = _tensors(self.source), _tensors(data)
-        return type(data) is type(self.source) and [key(t) for t in mine] == [key(t) for t in theirs]
+        """Whether `data` is the split this was made from, unchanged since (the same storage, shape, strides and
+        in-place version: a dataset that draws a new binarization each epoch gives a new tensor)."""
+        return type(data) is type(self.source) and _key(data) == self._key
 
     @property
     def shape(self) -> torch.Size:
