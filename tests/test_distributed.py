@@ -188,3 +188,25 @@ def test_torchrun_sweep_deals_whole_points_to_ranks_and_a_failed_point_leaves_th
     assert {p: (out / p / "eval-train.json").stat().st_mtime_ns for p in stamp} == stamp  # reused, not rerun
     table = (out / "sweep.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in table[1:]] == ["components=1", "components=2"]
+
+
+def test_fit_under_torchrun_trains_one_run_like_vaelab_train(tmp_path):
+    """`vaelab.fit` on every rank of a 2-rank torchrun (201 examples, batch 20: ceil(101 / 20) = 6 steps per epoch on
+    each rank, not 11): one run directory (rank 0's default name) written once, with world size 2 in its provenance;
+    the ranks end with the same weights although they started from different ones; a second fit into it is refused
+    on every rank; a resume to 3 epochs matches 3 uninterrupted epochs."""
+    torchrun(str(TESTS / "fit_worker.py"), str(tmp_path), cwd=tmp_path)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("fit-")
+    assert [(r["epoch"], r["step"]) for r in rows(run_dir)] == [(1, 6), (2, 12), (3, 18)]
+    sessions = json.loads((run_dir / "provenance.json").read_text())["sessions"]
+    assert [s["world_size"] for s in sessions] == [2, 2] and all(s["finished"] for s in sessions)
+    ranks = [torch.load(tmp_path / f"fit-rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["run_dir"] == ranks[1]["run_dir"] == str(Path("runs") / run_dir.name)
+    assert all(torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]) for k in ranks[0]["weights"])
+    for r in (0, 1):
+        assert "is not empty" in (tmp_path / f"refused-rank{r}.txt").read_text()
+    assert rows(tmp_path / "full") == rows(run_dir)
+    last = "checkpoints/epoch-000003/model.safetensors"
+    a, b = load_file(run_dir / last), load_file(tmp_path / "full" / last)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

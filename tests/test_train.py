@@ -151,3 +151,13 @@ def test_per_step_learning_rate_schedule_halves_within_epochs(tmp_path):
     assert len(used) == 12  # 600 examples / batch 100, two epochs
     assert used == pytest.approx([1e-3 * 0.5 ** (i // 4) for i in range(12)])
     assert metric_rows(tmp_path / "r")[-1]["lr"] == pytest.approx(2.5e-4)
+
+
+def test_two_sessions_of_one_process_in_the_same_second_are_both_recorded(tmp_path):
+    """A fit and its resume in one process can start within the same second: their provenance ids still differ."""
+    from vaelab import provenance
+
+    first, second = (provenance.start_session(tmp_path, torch.device("cpu")) for _ in range(2))
+    for session in (first, second):
+        provenance.record_session(tmp_path, session, finished=True)
+    assert len(provenance.read(tmp_path)["sessions"]) == 2

@@ -1,5 +1,10 @@
 """`vaelab.fit`: train a model built in Python with the CLI's trainer (`vaelab.train.Trainer`: checkpoints, resume,
-non-finite step detection, progress bars, `metrics.jsonl`), on tensors, a torch `Dataset` or a `DataLoader`."""
+non-finite step detection, progress bars, `metrics.jsonl`), on tensors, a torch `Dataset` or a `DataLoader`.
+
+Under torchrun (`WORLD_SIZE` > 1) `fit` trains as `vaelab train` does there (`vaelab.distributed`): it starts the
+process group if none runs, every rank trains the model wrapped in DistributedDataParallel on its shard of each
+epoch (the same number of steps everywhere), with its own latent draws and the validation bound all-reduced, and
+rank 0 alone checks and writes the run directory (its default name is rank 0's)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from vaelab import distributed
 from vaelab.config import ObjectiveConfig, TrainConfig, config_from_dict
 from vaelab.errors import ConfigError, RunDirError
 from vaelab.likelihoods import Likelihood
@@ -136,6 +142,10 @@ def fit(
     - `train_options`: other `train` config keys (early_stopping, grad_clip, weight_decay, lr_schedule,
       checkpoint_every, validate_every, max_nonfinite_steps, ...) and beta, warmup_epochs, entropy_annealing_epochs.
 
+    Under torchrun (module docstring) call it on every rank with the same arguments: `batch_size` is then the batch
+    of one rank (the effective batch is world size x `batch_size`, `lr` is used as it is), and a model on CUDA is
+    moved to this rank's GPU, `cuda:LOCAL_RANK`.
+
     >>> import torch, vaelab
     >>> from torch import nn
     >>> x = vaelab.load_dataset("mnist_static").split("train")[:200]
@@ -151,21 +161,34 @@ def fit(
     from vaelab.train.trainer import Trainer, fit_with_provenance
 
     cfg = fit_config(objective, epochs, batch_size, lr, optimizer, seed, progress, **train_options)
+    device = _device(model)
+    if distributed.environment()[1] > 1 and distributed.world()[1] == 1:  # under torchrun: as `vaelab train` does
+        device = distributed.start(device)  # the process group (unless one runs), and on CUDA cuda:LOCAL_RANK
+        model.to(device)
     path = Path(run_dir) if run_dir else Path("runs") / f"fit-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"run directory {str(path)!r} is a file")
-    has_run = path.is_dir() and latest_checkpoint(path / "checkpoints") is not None
-    if path.is_dir() and any(path.iterdir()) and not (resume and has_run):
-        hint = "pass resume=True to continue it, or " if has_run else ""
-        raise RunDirError(f"run directory {str(path)!r} is not empty; {hint}choose a new run_dir")
+    path = Path(distributed.broadcast_object(str(path)))  # under torchrun: rank 0's timestamp, one run directory
+
+    def check_run_dir() -> None:
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"run directory {str(path)!r} is a file")
+        has_run = path.is_dir() and latest_checkpoint(path / "checkpoints") is not None
+        if path.is_dir() and any(path.iterdir()) and not (resume and has_run):
+            hint = "pass resume=True to continue it, or " if has_run else ""
+            raise RunDirError(f"run directory {str(path)!r} is not empty; {hint}choose a new run_dir")
+
+    distributed.on_rank0(check_run_dir)  # an error there is raised on every rank
     data = TensorData(train, valid)
     if isinstance(model, DecodedModel) and isinstance(model.likelihood, Likelihood):  # vaelab's own: checks its data
         for split in ("train", "valid"):
             model.likelihood.validate(data.split(split))
     own = None if isinstance(objective, (str, dict)) else objective
-    trainer = Trainer(cfg, path, model, data, _device(model), resuming=resume, objective=own)
-    path.mkdir(parents=True, exist_ok=True)
-    write_record(path, model, cfg, factory)
+    trainer = Trainer(cfg, path, model, data, device, resuming=resume, objective=own)
+
+    def make_run_dir() -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        write_record(path, model, cfg, factory)
+
+    distributed.on_rank0(make_run_dir)
     if not (resume and trainer.resume()):
         torch.manual_seed(seed)
     fit_with_provenance(trainer)

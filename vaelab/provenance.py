@@ -9,6 +9,7 @@ every `--resume`), so a result's total wall time and the machines it ran on can 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -57,11 +58,14 @@ def machine() -> dict:
     return info
 
 
+_SESSIONS = itertools.count()  # this process's sessions: two in one second (a fit, then its resume) stay two
+
+
 def start_session(run_dir: Path, device: torch.device) -> dict:
     """The entry for this invocation (not yet written)."""
     commit, dirty = git_commit()
     return {
-        "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
+        "id": f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(_SESSIONS)}",  # unique within the second too
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "cwd": os.getcwd(),
         "commit": commit,

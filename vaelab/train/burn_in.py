@@ -15,12 +15,11 @@ generator seeded by (run seed, "burn-in", b); the prior draws from the global RN
 Under DDP (the trainer's `world` > 1) each rank takes its `vaelab.distributed.shard` of that order (the same number
 of steps on every rank), draws from its own stream (seeded from (seed, "rank", r, "burn-in")), the gradients are
 averaged over the ranks, and the loss and gradient check are all-reduced, so every rank skips the same steps and the
-weights stay the same everywhere.
+weights stay the same everywhere. As in training (`vaelab.train.steps`), nothing is read back per step.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -30,7 +29,8 @@ from tqdm.auto import tqdm
 
 from vaelab import distributed
 from vaelab.data.dataset import derive_seed
-from vaelab.train.optimizers import build_optimizer, grad_sum
+from vaelab.train.optimizers import build_optimizer
+from vaelab.train.steps import StepTally, checked_step
 
 
 def burn_in_loss(model, x) -> Tensor:
@@ -48,13 +48,14 @@ def burn_in(trainer) -> dict:
 
     cfg, model = trainer.cfg, trainer.model
     optimizer = build_optimizer(cfg, model)
-    data, bs = trainer.train_data(0), cfg.data.batch_size
+    data, bs = trainer.placed("train", trainer.train_data(0)), cfg.data.batch_size
     model.train()
     trainer.seed_rank("burn-in")
-    start, total, count = time.perf_counter(), 0.0, 0
+    start, tally = time.perf_counter(), StepTally(trainer.device)
     for b in range(epochs):
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "burn-in", b))
         order = distributed.shard(torch.randperm(data.shape[0], generator=g), trainer.rank, trainer.world)
+        order = order.to(data.index_device)
         bar = tqdm(
             range(0, order.numel(), bs),
             desc=f"burn-in {b + 1}/{epochs}",
@@ -63,7 +64,7 @@ def burn_in(trainer) -> dict:
             disable=None if cfg.train.progress and trainer.rank == 0 else True,
         )
         for i in bar:
-            loss = burn_in_loss(model, data[order[i : i + bs]].to(trainer.device)).mean()
+            loss = burn_in_loss(model, data.batch(order[i : i + bs])).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if trainer.world > 1:  # average the gradients over ranks, as DDP would
@@ -71,10 +72,7 @@ def burn_in(trainer) -> dict:
                     if p.grad is not None:
                         dist.all_reduce(p.grad)
                         p.grad /= trainer.world
-            pair = distributed.all_sum(torch.stack([loss.detach(), grad_sum(model.parameters()).to(loss)]))
-            value, check = pair.tolist()
-            value /= trainer.world
-            if math.isfinite(value) and math.isfinite(check):  # else skip the step, as training does
-                optimizer.step()
-                total, count = total + value, count + 1
-    return {"burn_in_loss": total / max(count, 1), "burn_in_time_s": time.perf_counter() - start}
+            # a non-finite loss or gradient skips the step, as training does (no clipping here)
+            tally.add(*checked_step(optimizer, loss, list(model.parameters()), None, trainer.world))
+    sums = tally.read()
+    return {"burn_in_loss": sums.loss / max(sums.taken, 1), "burn_in_time_s": time.perf_counter() - start}

@@ -16,6 +16,12 @@ blocks of the validation set, so early stopping decides the same everywhere. Ran
 reseeded at the start of epoch e from (seed, "rank", r, e), so ranks draw independent noise and a resume continues
 exactly for any world size. Only rank 0 writes (metrics, checkpoints, best weights, TensorBoard). One process
 (world size 1) is unchanged: one global RNG stream, saved in each checkpoint.
+
+No host synchronisation per step (`vaelab.train.steps`, the same code on the CPU and on CUDA): the non-finite check
+stays on the device and a fused Adam skips the step on it (`found_inf`); the epoch's loss, step counts and run of
+skipped steps are summed on the device and read back every `Trainer.readback_every` steps (the progress bar, and the
+stop after `train.max_nonfinite_steps` consecutive skipped steps) and at the epoch's end. The training and
+validation splits are moved to the device once where they fit and batched there by index.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from vaelab.errors import ConfigError, CorruptRunFile, RunDirError, TrainingDive
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
-from vaelab.train.optimizers import build_optimizer, grad_sum
+from vaelab.train.optimizers import build_optimizer
+from vaelab.train.steps import DeviceData, StepTally, Tally, checked_step, tally_dtype
 from vaelab.train.transfer import freeze, init_generative_from
 
 
@@ -76,8 +83,9 @@ def build_objective(cfg: Config) -> Objective:
 
 
 def finite_weights(model: nn.Module) -> bool:
-    """Whether every parameter of `model` is finite (no NaN or Inf)."""
-    return all(bool(p.detach().isfinite().all()) for p in model.parameters())
+    """Whether every parameter of `model` is finite (no NaN or Inf); one host sync."""
+    checks = [p.detach().isfinite().all() for p in model.parameters()]
+    return not checks or bool(torch.stack([c.to(checks[0].device) for c in checks]).all())
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -89,6 +97,9 @@ class Trainer:
     says, writing into `run_dir`. With `resuming`, a checkpoint in `run_dir` will be loaded (`resume`), so
     `train.init_from` is skipped when there is one. `objective`: an `Objective` object instead of the one
     `cfg.objective` names (the Python API's `vaelab.fit`)."""
+
+    #: Steps between reads of the epoch's device-side sums (progress bar, the non-finite stop); also at its end.
+    readback_every: int = 50
 
     def __init__(
         self,
@@ -127,6 +138,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._tb = None
+        self._placed: dict[str, DeviceData] = {}  # the splits on the device, while the dataset gives the same ones
         self.on_checkpoint: Callable[[], None] = lambda: None  # hook: called on rank 0 after each checkpoint
 
     # --- data -------------------------------------------------------------------------------------------
@@ -137,6 +149,16 @@ class Trainer:
     def valid_data(self) -> Tensor:
         x = self.dataset.split("valid")
         return x[: self.cfg.data.valid_subset] if self.cfg.data.valid_subset else x
+
+    def placed(self, split: str, data) -> DeviceData:
+        """The split `split`'s `data` as `DeviceData` on the trainer's device: moved there once (where it fits) and
+        kept while the dataset gives the same tensor unchanged (a new binarization each epoch is moved anew)."""
+        held = self._placed.get(split)
+        if held is None or not held.matches(data):
+            self._placed.pop(split, None)
+            held = None  # the old copy freed before the new one is made
+            held = self._placed[split] = DeviceData(data, self.device)
+        return held
 
     # --- resume -----------------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -172,27 +194,17 @@ class Trainer:
         o = self.cfg.objective
         return o.beta * linear_ramp(epoch, o.warmup_epochs), linear_ramp(epoch, o.entropy_annealing_epochs)
 
-    def _step(self, x: Tensor, beta: float, entropy_weight: float) -> float | None:
-        """One optimiser step; returns the loss, or None if the loss or gradient was not finite (skipped).
+    def _step(self, x: Tensor, beta: float, entropy_weight: float) -> tuple[Tensor, Tensor]:
+        """One optimiser step on the batch `x`; returns (the loss, averaged over ranks; whether the step was taken),
+        scalars on the device, read back by no one here (`vaelab.train.steps.checked_step`).
 
-        The loss and the gradient check are read back together (one device sync per step). A non-finite
-        loss still goes through `backward` (its gradients are then non-finite too and the step is skipped),
-        so that under DDP every rank takes part in the gradient all-reduce. Under DDP the pair is all-reduced too:
-        the loss returned is the mean over ranks, and a non-finite value on any rank skips the step on every rank.
-        """
+        A non-finite loss or gradient skips the step (on every rank: the check is all-reduced). A non-finite loss
+        still goes through `backward` (its gradients are then non-finite too), so that under DDP every rank takes
+        part in the gradient all-reduce."""
         loss = -self.module(x, beta, entropy_weight).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip, params = self.cfg.train.grad_clip, self.model.parameters()
-        check = nn.utils.clip_grad_norm_(params, clip) if clip else grad_sum(params)  # non-finite iff a grad is
-        pair = distributed.all_sum(torch.stack([loss.detach(), check.to(loss)]))  # [2]: summed over ranks
-        loss_value, check_value = pair.tolist()
-        loss_value /= self.world
-        if not (math.isfinite(loss_value) and math.isfinite(check_value)):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        self.optimizer.step()
-        return loss_value
+        return checked_step(self.optimizer, loss, list(self.model.parameters()), self.cfg.train.grad_clip, self.world)
 
     def _set_lr(self, epoch: int) -> float:
         lr = self.cfg.train.lr * self._lr_schedule(epoch, self.state.step)
@@ -213,13 +225,13 @@ class Trainer:
         per_step = getattr(self._lr_schedule, "per_step", False)
         beta, entropy_weight = self._weights(epoch)
         self.objective.set_epoch(epoch)  # an objective's own per-epoch schedule (CP-VAE's temperature)
-        data = self.train_data(epoch)
+        data = self.placed("train", self.train_data(epoch))
         order = torch.randperm(data.shape[0], generator=epoch_generator(cfg.seed, epoch))
-        order = distributed.shard(order, self.rank, self.world)  # ceil(N / world) on every rank
+        order = distributed.shard(order, self.rank, self.world).to(data.index_device)  # ceil(N / world) on every rank
         bs = cfg.data.batch_size
         batches = range(0, order.numel(), bs)
         self.model.train()
-        total, count, skipped = 0.0, 0, 0
+        tally = StepTally(self.device, self.state.nonfinite_streak)
         start = time.perf_counter()
         bar = tqdm(
             batches,
@@ -229,39 +241,42 @@ class Trainer:
             disable=None if cfg.train.progress and self.rank == 0 else True,
         )
         for i, b in enumerate(bar):
-            x = data[order[b : b + bs]].to(self.device, non_blocking=True)
+            x = data.batch(order[b : b + bs])
             if per_step:
                 lr = self._set_lr(epoch)
-            loss = self._step(x, beta, entropy_weight)
+            tally.add(*self._step(x, beta, entropy_weight))
             self.state.step += 1
-            if loss is None:
-                skipped += 1
-                self.state.nonfinite_streak += 1
-                if self.state.nonfinite_streak > cfg.train.max_nonfinite_steps:
-                    what = f"{self.state.nonfinite_streak} consecutive steps had a NaN/Inf loss or gradient"
-                    raise self._diverged(epoch, what)
-                continue
-            self.state.nonfinite_streak = 0
-            total += loss
-            count += 1
-            if i % 20 == 0:
-                bar.set_postfix(loss=f"{total / count:.2f}")
+            if (i + 1) % self.readback_every == 0 and i + 1 < len(batches):
+                self._read_back(tally, epoch, bar)
+        sums = self._read_back(tally, epoch, bar)
         elapsed = time.perf_counter() - start
-        if skipped and self.rank == 0:
+        self.state.nonfinite_streak = sums.streak  # consecutive skipped steps, carried into the next epoch
+        if sums.skipped and self.rank == 0:
             warnings.warn(
-                f"epoch {epoch + 1}: skipped {skipped} step(s) with a non-finite loss or gradient", stacklevel=2
+                f"epoch {epoch + 1}: skipped {sums.skipped} step(s) with a non-finite loss or gradient", stacklevel=2
             )
-        self.state.skipped_steps += skipped
+        self.state.skipped_steps += sums.skipped
         return {
             "lr": lr,
             "beta": beta,
             "entropy_weight": entropy_weight,
-            "train_loss": total / max(count, 1),
-            "skipped_steps": skipped,
+            "train_loss": sums.loss / max(sums.taken, 1),
+            "skipped_steps": sums.skipped,
             "epoch_time_s": elapsed,
             "steps_per_s": len(batches) / max(elapsed, 1e-9),
             **self.objective.epoch_metrics(),
         }
+
+    def _read_back(self, tally: StepTally, epoch: int, bar) -> Tally:
+        """Read the epoch's sums (one host sync), show the mean loss so far, and stop the run (`TrainingDiverged`)
+        if more than `train.max_nonfinite_steps` consecutive steps were skipped (counted across epochs)."""
+        sums = tally.read()
+        limit = self.cfg.train.max_nonfinite_steps
+        if sums.longest > limit:
+            raise self._diverged(epoch, f"{limit + 1} consecutive steps had a NaN/Inf loss or gradient")
+        if sums.taken:
+            bar.set_postfix(loss=f"{sums.loss / sums.taken:.2f}")
+        return sums
 
     def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
         ckpt = latest_checkpoint(self.ckpt_dir)
@@ -280,17 +295,16 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        """Mean negative bound (beta = lambda = 1) on the validation split. Under DDP each rank bounds its
-        `distributed.block` of the split and the sums (a float64 scalar on the CPU) are all-reduced, so every rank
-        returns the same value."""
+        """Mean negative bound (beta = lambda = 1) on the validation split, summed on the device (float64) and read
+        back once. Under DDP each rank bounds its `distributed.block` of the split and the sums are all-reduced, so
+        every rank returns the same value."""
         self.model.eval()
-        data, bs, total = self.valid_data(), self.cfg.data.eval_batch_size, 0.0
+        data, bs = self.placed("valid", self.valid_data()), self.cfg.data.eval_batch_size
+        total = torch.zeros((), dtype=tally_dtype(self.device), device=self.device)
         lo, hi = distributed.block(data.shape[0], self.rank, self.world)
         for b in range(lo, hi, bs):
-            total += float(self.objective(self.model, data[b : min(b + bs, hi)].to(self.device)).sum())
-        if self.world > 1:
-            total = float(distributed.all_sum(torch.tensor(total, dtype=torch.float64)))
-        return -total / data.shape[0]
+            total += self.objective(self.model, data.rows(b, min(b + bs, hi))).sum().to(total.dtype)
+        return -float(distributed.all_sum(total)) / data.shape[0]
 
     # --- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
