@@ -18,7 +18,18 @@ from vaelab.errors import DataError
 
 
 class Likelihood(nn.Module):
-    """Base class: subclasses set `params_per_element` and implement `log_prob_elements`, `mean`, `sample`."""
+    """Base class: subclasses set `params_per_element` and implement `log_prob_elements`, `mean`, `sample`.
+
+    >>> import math, torch, vaelab
+    >>> class Laplace(vaelab.Likelihood):  # p(x | z) = prod_i Laplace(x_i; mu_i(z), 1)
+    ...     def log_prob_elements(self, x, params):
+    ...         return -(x - params).abs() - math.log(2)
+    >>> lik = Laplace((1, 4, 4))
+    >>> lik.param_shape, lik.num_outputs  # the decoder emits num_outputs numbers per latent sample
+    ((1, 4, 4), 16)
+    >>> lik.log_prob(torch.zeros(3, 1, 4, 4), torch.zeros(5, 3, 1, 4, 4)).shape  # x [B, *event], params [*S, B, ...]
+    torch.Size([5, 3])
+    """
 
     params_per_element: int = 1
     #: "binary", "gray" or "real": which data this likelihood models (checked by `validate`).

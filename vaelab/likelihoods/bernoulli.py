@@ -11,7 +11,14 @@ from vaelab.likelihoods.base import Likelihood
 
 
 class Bernoulli(Likelihood):
-    """p(x | z) = prod_i p_i^x_i (1 - p_i)^(1 - x_i), p = sigmoid(decoder output)."""
+    """p(x | z) = prod_i p_i^x_i (1 - p_i)^(1 - x_i), p = sigmoid(decoder output). Registry name `bernoulli`.
+
+    >>> import torch, vaelab
+    >>> lik = vaelab.Bernoulli((1, 28, 28))
+    >>> log_p = lik.log_prob(torch.zeros(3, 1, 28, 28), torch.zeros(5, 3, 1, 28, 28))  # logits 0: p_i = 1/2
+    >>> log_p.shape, round(log_p[0, 0].item(), 2)  # 784 log(1/2)
+    (torch.Size([5, 3]), -543.43)
+    """
 
     data_kind = "binary"
 

@@ -14,7 +14,12 @@ class Categorical(Likelihood):
     """p(y | z) = softmax(l)_y for decoder logits l `[*S, B, C]` and labels y `[B]` in {0, ..., C-1}.
 
     A label is a scalar, so `event_shape` is `()` and `param_shape` is `(C,)`. `mean` is E[onehot(y) | z],
-    the class probabilities `[*S, B, C]`.
+    the class probabilities `[*S, B, C]`. Registry name `categorical`.
+
+    >>> import torch, vaelab
+    >>> lik = vaelab.Categorical(classes=3)
+    >>> lik.param_shape, lik.log_prob(torch.tensor([0, 2]), torch.zeros(5, 2, 3))[0]  # uniform logits: -log 3
+    ((3,), tensor([-1.0986, -1.0986]))
     """
 
     data_kind = "labels"

@@ -13,7 +13,14 @@ from vaelab.likelihoods.base import Likelihood
 class DiscretizedLogisticLikelihood(Likelihood):
     """The decoder predicts a location (through a sigmoid, in [0, 1]) and a log-scale per pixel.
 
-    Data must lie on the grid k/(levels-1); see `vaelab.distributions.DiscretizedLogistic`.
+    Data must lie on the grid k/(levels-1); see `vaelab.distributions.DiscretizedLogistic`. Registry name
+    `discretized_logistic`.
+
+    >>> import torch, vaelab
+    >>> lik = vaelab.DiscretizedLogisticLikelihood((1, 4, 4))
+    >>> x = torch.randint(0, 256, (3, 1, 4, 4)) / 255  # on the grid k / 255
+    >>> lik.param_shape, lik.log_prob(x, torch.zeros(5, 3, 2, 1, 4, 4)).shape  # [loc, log_scale] per pixel
+    ((2, 1, 4, 4), torch.Size([5, 3]))
     """
 
     params_per_element = 2

@@ -20,6 +20,15 @@ class Gaussian(Likelihood):
       * "fixed": sigma is the constant `sigma`;
       * "learned": one learned log-sigma per data element, shared over data points;
       * "decoder": the decoder predicts log-sigma per element (two outputs per element).
+
+    Registry name `gaussian` (e.g. `likelihood={"type": "gaussian", "variance": "decoder"}`).
+
+    >>> import torch, vaelab
+    >>> lik = vaelab.Gaussian((4,), variance="fixed", sigma=1.0)
+    >>> lik.log_prob(torch.zeros(2, 4), torch.zeros(5, 2, 4))[0]  # -4 log(2 pi) / 2 at x = mu
+    tensor([-3.6758, -3.6758])
+    >>> vaelab.Gaussian((4,), variance="decoder").param_shape  # [loc, log_sigma] per element
+    (2, 4)
     """
 
     def __init__(

@@ -70,6 +70,16 @@ class AISOptions:
       it).
     - `seed`: None draws from torch's global generator; an int makes the run reproducible on its own, leaving the
       global generator as it was.
+
+    >>> import torch, vaelab
+    >>> options = vaelab.AISOptions(chains=4, temps=50, leapfrog=5, seed=0)
+    >>> options.betas().shape, options.gradient_evaluations(points=10)  # 10 points x 4 chains x 49 x (5 + 1)
+    (torch.Size([50]), 11760)
+    >>> from vaelab.models import LinearGaussian
+    >>> model = LinearGaussian.random(3, 2, dtype=torch.float32)
+    >>> out = vaelab.ais(model, torch.randn(4, 3), options, progress=False)  # or a preset: "cremer", chains=10
+    >>> out["per_example"]["log_likelihood"].shape
+    torch.Size([4])
     """
 
     chains: int = 16

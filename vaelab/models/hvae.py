@@ -140,7 +140,24 @@ class HierarchicalPrior(Prior):
 class HVAE(VAE):
     """The two-level VAE; `encoder` + `posterior` give q(z2 | x), `q_z1` + `q_z1_head` give q(z1 | x, z2)
     (`q_z1.net_a` reads x, `q_z1.net_b` reads z2), `decoder` is a `Join` of z1 and z2 whose output feeds the
-    likelihood. `latent_dim` = D1 + D2; latents are `[*S, B, D1 + D2]` = [z1, z2]."""
+    likelihood. `latent_dim` = D1 + D2; latents are `[*S, B, D1 + D2]` = [z1, z2]. The config files build one
+    with `model: {type: hvae, latent_dim: D1, options: {latent_dim2: D2}}`.
+
+    >>> import torch, vaelab
+    >>> from torch import nn
+    >>> from vaelab.models.hvae import HierarchicalPrior, Join
+    >>> D1, D2, F, P = 2, 3, 8, 16  # P pixels
+    >>> model = vaelab.HVAE(
+    ...     encoder=nn.Linear(P, F), posterior=vaelab.DiagonalGaussian(F, D2),  # q(z2 | x)
+    ...     q_z1=Join(nn.Linear(P, F), nn.Linear(D2, F)), q_z1_head=vaelab.DiagonalGaussian(2 * F, D1),  # q(z1 | x, z2)
+    ...     prior=HierarchicalPrior(vaelab.StandardNormal(D2), nn.Linear(D2, F), vaelab.DiagonalGaussian(F, D1)),
+    ...     decoder=Join(nn.Linear(D1, F), nn.Linear(D2, F), nn.Linear(2 * F, P)),  # p(x | z1, z2)
+    ...     likelihood=vaelab.Bernoulli((1, 4, 4)))
+    >>> x = torch.zeros(3, 1, 4, 4)
+    >>> z = model.posterior(x).rsample((5,))  # [z1, z2]
+    >>> z.shape, model.log_joint(x, z).shape, model.sample(2).shape
+    (torch.Size([5, 3, 5]), torch.Size([5, 3]), torch.Size([2, 1, 4, 4]))
+    """
 
     def __init__(
         self,

@@ -79,6 +79,23 @@ class AIWAE(Objective):
         encoder_lr_scale: the inference parameters' learning rate relative to `train.lr` (`param_groups`).
         analytic_kl: the encoder's ELBO with its KL in closed form (same expectation and gradient as the
             paper's one-sample estimate, less noise); False: the one-sample Monte Carlo ELBO.
+
+    Registry name `aiwae`.
+
+    >>> import torch, vaelab
+    >>> from torch import nn
+    >>> model = vaelab.VAE(nn.Flatten(), "diagonal_gaussian", "standard_normal", nn.Linear(2, 16), "bernoulli",
+    ...                    latent_dim=2, event_shape=(1, 4, 4))
+    >>> x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    >>> objective = vaelab.AIWAE(chains=2, temperatures=3, leapfrog_steps=2)
+    >>> objective.step_sizes, [group["name"] for group in objective.param_groups(model)]  # eps_t, t = 1..T-1
+    (tensor([0.1000, 0.1000], dtype=torch.float64), ['generative', 'inference'])
+    >>> objective(model, x).shape
+    torch.Size([3])
+    >>> _ = torch.manual_seed(0); aiwae = vaelab.AIWAE(chains=4, temperatures=1)(model, x)  # T = 1: IWAE-K
+    >>> _ = torch.manual_seed(0); iwae = vaelab.IWAE(samples=4)(model, x)
+    >>> torch.allclose(aiwae, iwae)
+    True
     """
 
     name = "aiwae"

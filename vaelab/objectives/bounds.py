@@ -136,6 +136,18 @@ class ELBO(Objective):
     With entropy annealing (lambda != 1) the cross-entropy E_q[log p(z)] is estimated by Monte Carlo and
     the entropy of q is taken in closed form when the family has one. An auxiliary-variable family (no
     density for q(z | x), hence no KL or entropy) always takes the Monte Carlo path of `sample_log_weights`.
+    Registry name `elbo` (`vaelab.fit(model, "elbo", ...)`).
+
+    >>> import torch, vaelab
+    >>> from torch import nn
+    >>> model = vaelab.VAE(nn.Flatten(), "diagonal_gaussian", "standard_normal", nn.Linear(2, 16), "bernoulli",
+    ...                    latent_dim=2, event_shape=(1, 4, 4))
+    >>> x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    >>> vaelab.ELBO(samples=2)(model, x).shape  # per data point; training maximises the batch mean
+    torch.Size([3])
+    >>> from vaelab.config.build import build_objective  # what fit builds from a name or a section
+    >>> build_objective({"type": "elbo", "samples": 2})
+    ELBO(samples=2, analytic_kl=True)
     """
 
     name = "elbo"
@@ -164,7 +176,21 @@ class ELBO(Objective):
 
 
 class IWAE(Objective):
-    """IWAE-k bound log (1/k) sum_i w_i, z_i ~ q(z | x) (Burda et al. 2016, eq. 8)."""
+    """IWAE-k bound log (1/k) sum_i w_i, z_i ~ q(z | x) (Burda et al. 2016, eq. 8). Registry name `iwae`
+    (`vaelab.fit(model, {"type": "iwae", "samples": 5}, ...)`).
+
+    >>> import torch, vaelab
+    >>> from torch import nn
+    >>> model = vaelab.VAE(nn.Flatten(), "diagonal_gaussian", "standard_normal", nn.Linear(2, 16), "bernoulli",
+    ...                    latent_dim=2, event_shape=(1, 4, 4))
+    >>> x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    >>> vaelab.IWAE(samples=5)(model, x).shape
+    torch.Size([3])
+    >>> _ = torch.manual_seed(0); iwae_1 = vaelab.IWAE(samples=1)(model, x)  # k = 1: the Monte Carlo ELBO
+    >>> _ = torch.manual_seed(0); elbo_1 = vaelab.ELBO(samples=1, analytic_kl=False)(model, x)
+    >>> torch.allclose(iwae_1, elbo_1)
+    True
+    """
 
     name = "iwae"
 

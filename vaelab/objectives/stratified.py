@@ -175,7 +175,20 @@ class SELBO(StratifiedObjective):
 
 
 class SIWAE(StratifiedObjective):
-    """Stratified IWAE: log (1/T) sum_t sum_k alpha_k w_tk (SIWAE eq. 2); `dreg` for K = 1 (see module doc)."""
+    """Stratified IWAE: log (1/T) sum_t sum_k alpha_k w_tk (SIWAE eq. 2); `dreg` for K = 1 (see module doc).
+    `samples` is T, the draws per component. Registry name `siwae` (`stl_siwae`: with `stl=True`).
+
+    >>> import torch, vaelab
+    >>> from torch import nn
+    >>> model = vaelab.VAE(nn.Flatten(), {"type": "gaussian_mixture", "components": 3}, "standard_normal",
+    ...                    nn.Linear(2, 16), "bernoulli", latent_dim=2, event_shape=(1, 4, 4))
+    >>> x = torch.bernoulli(torch.full((4, 1, 4, 4), 0.5))
+    >>> vaelab.SIWAE(samples=2)(model, x).shape  # T = 2 draws from each of K = 3 components, per data point
+    torch.Size([4])
+    >>> from vaelab.config.build import build_objective
+    >>> build_objective({"type": "stl_siwae", "samples": 2})
+    SIWAE(samples=2, stl=True)
+    """
 
     name = "siwae"
 

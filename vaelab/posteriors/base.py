@@ -31,6 +31,19 @@ class PosteriorFamily(nn.Module):
     Subclasses either override `forward` (amortised only) or declare their parameters: `param_shapes()` (the
     shapes of one data point's parameters), `distribution(params)` and the encoder head `head_params(h)`, and
     optionally `initial_params` (where per-point optimisation starts; default: all zero).
+
+    >>> import torch, vaelab
+    >>> from torch import nn
+    >>> from torch.distributions import Independent, Normal
+    >>> class UnitVariance(vaelab.PosteriorFamily):  # q = N(mu(h), I), amortised only (overrides forward)
+    ...     def __init__(self, in_features, latent_dim):
+    ...         super().__init__(in_features, latent_dim)
+    ...         self.mu = nn.Linear(in_features, latent_dim)
+    ...     def forward(self, h):
+    ...         return Independent(Normal(self.mu(h), 1.0), 1)
+    >>> q = UnitVariance(8, 2)(torch.zeros(3, 8))  # features h [3, 8]
+    >>> q.batch_shape, q.event_shape, q.rsample((5,)).shape
+    (torch.Size([3]), torch.Size([2]), torch.Size([5, 3, 2]))
     """
 
     def __init__(self, in_features: int | None, latent_dim: int) -> None:
@@ -79,6 +92,12 @@ class PerPoint(nn.Module):
 
     The parameters are attributes by their names (`loc`, `log_scale`, ...); the family's own parameters, if any
     (a local flow's per-point networks), belong to this module too and are fitted with them.
+
+    >>> import torch, vaelab
+    >>> family = vaelab.DiagonalGaussian(None, 2)  # no encoder head: per-point use
+    >>> local = vaelab.PerPoint(family, {"loc": torch.zeros(4, 2), "log_scale": torch.zeros(4, 2)})
+    >>> [name for name, _ in local.named_parameters()], local().batch_shape  # the same as family.per_point(4)
+    (['loc', 'log_scale'], torch.Size([4]))
     """
 
     def __init__(self, family: PosteriorFamily, params: Mapping[str, Tensor]) -> None:

@@ -35,7 +35,22 @@ def diagonal_normal(
 class DiagonalGaussian(PosteriorFamily):
     """q = N(loc, diag exp(2 log_scale)); parameters `loc`, `log_scale` `[D]` per data point. The encoder head is
     linear, for mu and log sigma^2 (log sigma = log sigma^2 / 2, log sigma^2 optionally clamped to
-    `[min_log_var, max_log_var]`: VampPrior's code uses a hardtanh to [-6, 2]). `in_features=None`: no head."""
+    `[min_log_var, max_log_var]`: VampPrior's code uses a hardtanh to [-6, 2]). `in_features=None`: no head.
+    Registry name `diagonal_gaussian`.
+
+    >>> import torch, vaelab
+    >>> from torch import nn
+    >>> q = vaelab.DiagonalGaussian(in_features=8, latent_dim=2)(torch.zeros(3, 8))  # features h [3, 8]
+    >>> q.rsample((5,)).shape, q.log_prob(q.rsample()).shape
+    (torch.Size([5, 3, 2]), torch.Size([3]))
+    >>> local = vaelab.DiagonalGaussian(None, 2).per_point(4)  # free q_i for 4 points, started at N(0, I)
+    >>> local().batch_shape, local().stddev[0].tolist()
+    (torch.Size([4]), [1.0, 1.0])
+    >>> model = vaelab.VAE(nn.Flatten(), "diagonal_gaussian", "standard_normal", nn.Linear(2, 16), "bernoulli",
+    ...                    latent_dim=2, event_shape=(1, 4, 4))
+    >>> type(model.posterior_family).__name__, model.posterior_family.head
+    ('DiagonalGaussian', Linear(in_features=16, out_features=4, bias=True))
+    """
 
     def __init__(
         self,

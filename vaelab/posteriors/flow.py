@@ -28,7 +28,14 @@ class AuxiliaryFlowPosterior(PosteriorFamily):
 
     `base` is a `DiagonalGaussian` (q_0(z_0 | x), with the encoder head); `flow` holds the networks of
     q(v_0 | z_0), the steps and r(v_T | z_T) (`AuxiliaryFlow`); options as there, plus the base's log-variance
-    clamp.
+    clamp. Registry name `auxiliary_flow`.
+
+    >>> import torch, vaelab
+    >>> family = vaelab.AuxiliaryFlowPosterior(8, 2, steps=1, hidden=[16], aux_hidden=[16], reverse_hidden=[16])
+    >>> q = family(torch.zeros(3, 8))  # features h [3, 8]
+    >>> z, log_q = q.rsample_and_log_prob((5,))  # log q(z, v | x) - log r(v | x, z), eq. 14
+    >>> z.shape, log_q.shape
+    (torch.Size([5, 3, 2]), torch.Size([5, 3]))
     """
 
     def __init__(

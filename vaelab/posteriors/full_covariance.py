@@ -44,7 +44,14 @@ def tril_size(dim: int) -> int:
 
 class FullCovarianceGaussian(PosteriorFamily):
     """q = N(loc, L L^T), L = `cholesky_factor(raw)`; parameters `loc` `[D]` and `raw` `[D(D+1)/2]` per data
-    point, from a linear encoder head (`in_features=None`: no head)."""
+    point, from a linear encoder head (`in_features=None`: no head). Registry name `full_covariance_gaussian`.
+
+    >>> import torch, vaelab
+    >>> family = vaelab.FullCovarianceGaussian(in_features=8, latent_dim=3)
+    >>> q = family(torch.zeros(2, 8))  # features h [2, 8]
+    >>> family.param_shapes(), q.covariance_matrix.shape, q.rsample((5,)).shape
+    ({'loc': (3,), 'raw': (6,)}, torch.Size([2, 3, 3]), torch.Size([5, 2, 3]))
+    """
 
     def __init__(self, in_features: int | None, latent_dim: int, min_scale: float = 1e-4) -> None:
         super().__init__(in_features, latent_dim)

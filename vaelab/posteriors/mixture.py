@@ -26,7 +26,18 @@ class GaussianMixture(PosteriorFamily):
     covariance parameters (C = D log-variances for `diagonal`, D(D+1)/2 Cholesky entries for `full`, see
     `cholesky_factor`). With `learn_weights=False` the weights are uniform, 1/K.
 
-    Output: `ReparameterizedMixture` with logits `[B, K]` and components batch `[B, K]`, event `[D]`.
+    Output: `ReparameterizedMixture` with logits `[B, K]` and components batch `[B, K]`, event `[D]`. Registry name
+    `gaussian_mixture`; train it with a stratified objective (`vaelab.SIWAE`).
+
+    >>> import torch, vaelab
+    >>> q = vaelab.GaussianMixture(in_features=8, latent_dim=2, components=3)(torch.zeros(4, 8))  # h [4, 8]
+    >>> q.log_weights.shape, q.stratified_rsample(5).shape, q.log_prob(torch.zeros(4, 2)).shape  # z [T, K, B, D]
+    (torch.Size([4, 3]), torch.Size([5, 3, 4, 2]), torch.Size([4]))
+    >>> from torch import nn
+    >>> model = vaelab.VAE(nn.Flatten(), {"type": "gaussian_mixture", "components": 3, "covariance": "full"},
+    ...                    "standard_normal", nn.Linear(2, 16), "bernoulli", latent_dim=2, event_shape=(1, 4, 4))
+    >>> model.posterior_family.components, model.posterior_family.covariance
+    (3, 'full')
     """
 
     def __init__(

@@ -12,6 +12,15 @@ class Prior(nn.Module):
     Subclasses whose prior is a `torch.distributions` object implement `distribution()`; `kl` then uses
     `torch.distributions.kl_divergence` when a closed form is registered, and returns None otherwise (the
     objectives fall back to a Monte Carlo estimate).
+
+    >>> import torch, vaelab
+    >>> from torch.distributions import Independent, Laplace
+    >>> class LaplacePrior(vaelab.Prior):  # p(z) = prod_d Laplace(z_d; 0, 1)
+    ...     def distribution(self):
+    ...         return Independent(Laplace(torch.zeros(self.latent_dim), torch.ones(self.latent_dim)), 1)
+    >>> p = LaplacePrior(2)
+    >>> p.sample(4).shape, p.log_prob(torch.zeros(5, 3, 2)).shape  # z [*S, D] -> [*S]
+    (torch.Size([4, 2]), torch.Size([5, 3]))
     """
 
     def __init__(self, latent_dim: int) -> None:

@@ -15,7 +15,17 @@ class MixtureOfGaussians(Prior):
     """K learned diagonal components; weights uniform or learned (softmax of free logits).
 
     Means start at N(0, init_scale^2) draws (seeded by the global RNG, like every parameter) so the
-    components are distinct; log-variances start at 0.
+    components are distinct; log-variances start at 0. Registry name `mixture_of_gaussians`.
+
+    >>> import torch, vaelab
+    >>> p = vaelab.MixtureOfGaussians(2, components=5, learn_weights=True)
+    >>> p.loc.shape, p.sample(4).shape, p.log_prob(torch.zeros(3, 2)).shape, p.log_weights.exp()
+    (torch.Size([5, 2]), torch.Size([4, 2]), torch.Size([3]), tensor([0.2000, 0.2000, 0.2000, 0.2000, 0.2000], ...))
+    >>> from torch import nn
+    >>> model = vaelab.VAE(nn.Flatten(), "diagonal_gaussian", {"type": "mixture_of_gaussians", "components": 5},
+    ...                    nn.Linear(2, 16), "bernoulli", latent_dim=2, event_shape=(1, 4, 4))
+    >>> model.prior.loc.shape
+    torch.Size([5, 2])
     """
 
     def __init__(self, latent_dim: int, components: int = 10, learn_weights: bool = False, init_scale: float = 1.0):

@@ -14,6 +14,17 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 class StandardNormal(Prior):
+    """p(z) = N(0, I) over `[D]`: log p(z) = -(|z|^2 + D log 2 pi) / 2; KL(q || p) in closed form for Gaussian q.
+    Registry name `standard_normal`.
+
+    >>> import torch, vaelab
+    >>> p = vaelab.StandardNormal(2)
+    >>> p.sample(4).shape, p.log_prob(torch.zeros(3, 2))  # -log 2 pi at z = 0
+    (torch.Size([4, 2]), tensor([-1.8379, -1.8379, -1.8379]))
+    >>> p.kl(vaelab.DiagonalGaussian(None, 2).per_point(3)())  # q_i = N(0, I): KL = 0
+    tensor([0., 0., 0.], grad_fn=<...>)
+    """
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
         self.register_buffer("_zero", torch.zeros(latent_dim), persistent=False)

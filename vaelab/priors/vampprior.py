@@ -34,6 +34,19 @@ class VampPrior(Prior):
         pseudo_inputs: initial `[K, *event]` values in the data range [0, 1].
         learn_inputs: learn the pseudo-inputs (VampPrior) or keep them fixed ("VampPrior data").
         learn_weights: learn mixture weights (eq. 16) instead of 1/K.
+
+    Registry name `vampprior` (options `components`, `init`, ...: the pseudo-inputs are built for the model's encoder).
+
+    >>> import torch, vaelab
+    >>> family = vaelab.DiagonalGaussian(16, 2)  # q(z | u) for 16-pixel inputs u
+    >>> p = vaelab.VampPrior(2, family, pseudo_inputs=torch.rand(10, 16))
+    >>> p.components, p.log_prob(torch.zeros(5, 3, 2)).shape, p.sample(4).shape
+    (10, torch.Size([5, 3]), torch.Size([4, 2]))
+    >>> from torch import nn
+    >>> model = vaelab.VAE(nn.Flatten(), "diagonal_gaussian", {"type": "vampprior", "components": 10},
+    ...                    nn.Linear(2, 16), "bernoulli", latent_dim=2, event_shape=(1, 4, 4))
+    >>> model.prior.pseudo_inputs.shape
+    torch.Size([10, 1, 4, 4])
     """
 
     def __init__(
