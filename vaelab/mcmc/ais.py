@@ -164,6 +164,24 @@ class AISResult:
         lw = self.log_weights
         return delta_method_se(torch.logsumexp(lw, 0), torch.logsumexp(2 * lw, 0), lw.shape[0])
 
+    @classmethod
+    def cat(cls, parts: Sequence[AISResult]) -> AISResult:
+        """One result for the points of `parts` (runs on consecutive batches of points, with the same schedule),
+        concatenated in order; `acceptance` is their mean weighted by the number of points (columns) of each."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        sizes = torch.tensor([r.log_weights.shape[1] for r in parts], dtype=first.acceptance.dtype)
+        w = (sizes / sizes.sum()).to(first.acceptance.device)
+        return cls(
+            log_weights=torch.cat([r.log_weights for r in parts], 1),
+            z=torch.cat([r.z for r in parts], 1),
+            acceptance=sum(wi * r.acceptance for wi, r in zip(w, parts, strict=True)),  # type: ignore[arg-type]
+            step_size=torch.cat([r.step_size for r in parts], 1),
+            step_sizes=torch.cat([r.step_sizes for r in parts], 1),
+            reverse=first.reverse,
+        )
+
     def summary(self) -> dict[str, float]:
         ll = self.log_likelihood
         n = ll.numel()
@@ -333,20 +351,6 @@ def _step_for_batch(step_size: float | Tensor, sl: slice, B: int) -> float | Ten
     return step_size
 
 
-def _merge(parts: list[AISResult], sizes: list[int]) -> AISResult:
-    if len(parts) == 1:
-        return parts[0]
-    w = torch.tensor(sizes, dtype=parts[0].acceptance.dtype, device=parts[0].acceptance.device) / sum(sizes)
-    return AISResult(
-        log_weights=torch.cat([r.log_weights for r in parts], 1),
-        z=torch.cat([r.z for r in parts], 1),
-        acceptance=sum(wi * r.acceptance for wi, r in zip(w, parts, strict=True)),
-        step_size=torch.cat([r.step_size for r in parts], 1),
-        step_sizes=torch.cat([r.step_sizes for r in parts], 1),
-        reverse=parts[0].reverse,
-    )
-
-
 #: Where a batch's chains start: (data batch, sampler of the initial distribution `n -> [n, B, D]`, n) -> `[n, b, D]`.
 Start = Callable[[slice, Callable[[int], Tensor], int], Tensor]
 
@@ -363,7 +367,7 @@ def _run(model, x: Tensor, start: Start, o: AISOptions, reverse: bool, progress:
         raise ConfigError("AIS with an explicit initial distribution cannot batch the data; pass batch_size=None")
     betas = o.betas().flip(0) if reverse else o.betas()
     adaptation = o.adaptation()
-    parts, sizes = [], []
+    parts = []
     starts = range(0, B, batch_size)
     with o.random_state(x.device):
         for i, first in enumerate(starts):
@@ -379,8 +383,7 @@ def _run(model, x: Tensor, start: Start, o: AISOptions, reverse: bool, progress:
                 step, adapt = pilot.step_sizes[:, None, :, None], None
             z0 = start(sl, sample_init, o.chains)
             parts.append(anneal(path, z0, betas, o.leapfrog, step, adapt, o.jitter, progress, name))
-            sizes.append(sl.stop - sl.start)
-    return _merge(parts, sizes)
+    return AISResult.cat(parts)
 
 
 @torch.no_grad()
