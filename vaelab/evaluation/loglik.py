@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from vaelab.evaluation.batches import seeded_batches
 from vaelab.objectives.bounds import delta_method_se, sample_log_weights
+from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 #: A point's estimate is flagged as unreliable when its effective sample size is below this many draws. A count,
 #: not a share of S: the delta-method se rests on the sample variance of the weights, which the few largest of
@@ -156,13 +157,6 @@ def map_batches(
     batches = range(0, data.shape[0], batch_size)
     bar = tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False)
     return [fn(data[start : start + batch_size].to(device)) for start in bar]
-
-
-#: On the CPU, decoder outputs per chunk that keep a chunk's activations in cache (a few MB of float32):
-#: the elementwise work after the matmuls (bias, activations, the likelihood) then runs from cache rather
-#: than DRAM (benchmarks/README.md: ~1.9x faster IS evaluation than 2**24-element chunks). The samples
-#: drawn are the same whatever the chunk size (up to round-off in the sums over chunks).
-CPU_CHUNK_ELEMENTS = 2**20
 
 
 def _chunk_size(model, batch: int, samples: int, max_elements: int, device: torch.device | None = None) -> int:
