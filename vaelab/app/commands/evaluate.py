@@ -61,7 +61,10 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         "overrides of chains, temps, leapfrog, schedule (linear, sigmoidal, geometric), init, step_size, "
         "target_acceptance, adapt (data, chain, all, none), adapt_rate, jitter, pilot_chains, batch_size, "
         "replicates (R independent runs per point, annealed together: their spread is the Monte Carlo se; the delta "
-        "method within one run understates it); e.g. --ais cremer chains=10 replicates=4 (give RUN_DIR first)",
+        "method within one run understates it), seed (default: the config's seed + 2; batch j of points uses "
+        "derive_seed(seed, j)), chunk_elements (decoder outputs per gradient chunk on the CPU; 0: none); e.g. --ais "
+        "cremer chains=10 replicates=4 (give RUN_DIR first). Each finished batch is saved in "
+        "eval-<split>-ais-partial/, so the same command continues a stopped evaluation",
     )
     e.add_argument(
         "--bdmc",
