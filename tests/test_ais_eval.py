@@ -250,5 +250,8 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
     assert len(calls) == 2 and result["batches_resumed"] == 2  # batches 2 and 3 run; 0 and 1 read back
     assert not partial.exists()
     (a, per_a), (b, per_b) = _ais_outputs(whole), _ais_outputs(stopped)
-    assert a == b and a["n"] == 10 and a["seed"] == seed
+    assert a == b and a["n"] == 10 and a["seed"] is None and a["seed_used"] == seed
+    from vaelab.app.commands.report import Protocol, _mismatch
+
+    assert _mismatch(a, "ais", 10, Protocol(ais=options)) is None  # `vaelab report` takes it as made with options
     assert per_a.keys() == per_b.keys() and all(torch.equal(per_a[k], per_b[k]) for k in per_a)

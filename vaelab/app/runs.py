@@ -487,24 +487,25 @@ def evaluate_ais(
     result `eval-<split>.json`, whose estimate is copied in when it covers the same examples.
 
     Batch j of points runs with seed `derive_seed(seed, j)`, `seed` the options' or else the config's seed + 2
-    (`vaelab.evaluation.annealed`), so the per-point values are the same however the batches are shared out and
-    whether or not the evaluation was stopped. Each batch's result is kept in `eval-<split>-ais-partial/` as it is
-    done (atomically): the same call after a stop continues from them (other settings are refused with a
-    `ConfigError`), and the directory is removed once the result is written. Under torchrun every rank calls this:
-    the batches are shared out over the ranks, rank 0 writes the result, and the other ranks return {}."""
+    (`seed_used` in the JSON; `vaelab.evaluation.annealed`), so the per-point values are the same however the
+    batches are shared out and whether or not the evaluation was stopped. Each batch's result is kept in
+    `eval-<split>-ais-partial/` as it is done (atomically): the same call after a stop continues from them (other
+    settings are refused with a `ConfigError`), and the directory is removed once the result is written. Under
+    torchrun every rank calls this: the batches are shared out over the ranks, rank 0 writes the result, and the
+    other ranks return {}."""
     _check_writable_once(run)
     x = _data(run, split, subset)
     if not torch.is_tensor(x):
         raise DataError("AIS estimates log p(x) of an unsupervised model; this run's data are labelled")
+    options = replace(options, batch_size=options.batch_size or batch_size)
     seed = run.cfg.seed + 2 if options.seed is None else options.seed
-    options = replace(options, batch_size=options.batch_size or batch_size, seed=seed)
     partials = run.path / f"eval-{split}-ais-partial"
     resumed = _saved_batches(partials)
     start = time.perf_counter()
     replicated = annealed.evaluate_ais(
         run.model,
         x,
-        options,
+        replace(options, seed=seed),
         shard=distributed.world()[1] > 1,
         partials=partials,
         device=run.device,
@@ -514,7 +515,7 @@ def evaluate_ais(
         return {}
     est = replicated.result  # every replicate's chains
     seconds = time.perf_counter() - start
-    result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options)}
+    result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options), "seed_used": seed}
     result.update(replicated.summary())
     result.update(
         {
@@ -559,7 +560,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     if options.replicates != 1:
         raise ConfigError("BDMC runs one forward and one reverse AIS per point: drop replicates= (the gap bounds it)")
     seed = run.cfg.seed + 3 if options.seed is None else options.seed
-    options = replace(options, batch_size=options.batch_size or 100, seed=seed)
+    options = replace(options, batch_size=options.batch_size or 100)
     torch.manual_seed(run.cfg.seed + 3)
     start = time.perf_counter()
     x, z_star = distributed.broadcast_object(tuple(t.cpu() for t in simulate(run.model, n)))  # rank 0's points
@@ -567,12 +568,20 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     resumed = _saved_batches(partials)
     world = distributed.world()[1]
     r = annealed.evaluate_bdmc(
-        run.model, x, z_star, options, shard=world > 1, partials=partials, device=run.device, progress=progress
+        run.model,
+        x,
+        z_star,
+        replace(options, seed=seed),
+        shard=world > 1,
+        partials=partials,
+        device=run.device,
+        progress=progress,
     )
     if r is None:
         return {}
     gap = r.gap
     result = {"method": "bdmc", "data": "simulated from the model", "dataset": run.dataset.name, **asdict(options)}
+    result["seed_used"] = seed
     result.update(r.summary())
     result.update(
         {
