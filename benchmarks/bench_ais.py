@@ -2,6 +2,7 @@
 
     python benchmarks/bench_ais.py --threads 1          # throughput and memory tables (~8 min on a busy core)
     python benchmarks/bench_ais.py --threads 1 --quick  # smoke run (~3 min; fewer temperatures, sizes and T)
+    python benchmarks/bench_ais.py --threads 1 --cpu-clock --chunking  # with and without chunks of chains (~4 min)
 
 1. Throughput of `vaelab.mcmc.ais` (HMC transitions with step-size adaptation, init q(z|x)) at several batch
    sizes (chains x data points annealed together), in leapfrog gradient evaluations per second (chain x
@@ -150,6 +151,42 @@ def memory_child(T: int, chains: int, batch: int, leapfrog: int, device: str) ->
     }
 
 
+def chunking(args) -> None:
+    """All gradient evaluations per second of `vaelab.mcmc.ais` (init q(z|x), 10 leapfrog steps, 4 temperatures)
+    without chunks (`chunk_elements=0`) and with the chains in chunks of at most 2**19 or 2**20 (the CPU default)
+    decoder outputs, timed in alternation; % of the fp32 matmul peak (matmul FLOPs only)."""
+    from vaelab.mcmc import AISOptions, ais
+    from vaelab.mcmc.ais import chains_per_chunk
+
+    model, test = iwae_model()
+    model.eval()
+    temps, budgets = 4, (0, 2**19, 2**20)
+    sizes = [(16, 100), (50, 128), (100, 64)]
+    out = []
+    peak = common.matmul_peak((1024,))[0]
+    for chains, points in sizes:
+        x = test[:points]
+        opts = [AISOptions(chains=chains, temps=temps, init="posterior", seed=0, chunk_elements=b) for b in budgets]
+        fns = [lambda o=o, x=x: ais(model, x, o, progress=False) for o in opts]
+        for fn in fns:
+            fn()  # warm-up
+        timings = common.interleaved(fns, args.repeats or 5, [1] * len(fns))
+        evals = chains * points * (temps - 1) * 11
+        for o, t in zip(opts, timings, strict=True):
+            per = chains_per_chunk(model, o, points, torch.device("cpu")) or chains
+            rate = evals / t.median
+            gflops = grad_eval_flops(1) * rate / 1e9
+            out.append([f"{chains} x {points}", chains * points, o.chunk_elements, min(per, chains), rate, gflops,
+                        gflops, t.spread])  # fmt: skip
+    peak = max(peak, common.matmul_peak((1024,))[0])
+    for r in out:
+        r[6] = f"{100 * r[5] / peak:.0f}%"
+    print(f"AIS chunking, {temps} temperatures x 10 leapfrog steps per call; fp32 matmul peak {peak:.1f} GFLOP/s")
+    header = ["chains x points", "latents", "chunk_elements", "chains per chunk", "all grads/s", "GFLOP/s", "of peak",
+              "spread"]  # fmt: skip
+    print(common.table(out, header))
+
+
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -208,9 +245,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per batch size (default 2)")
     p.add_argument("--skip-throughput", action="store_true", help="only the memory table")
     p.add_argument("--skip-memory", action="store_true", help="only the throughput table")
+    p.add_argument("--chunking", action="store_true", help="only AIS with and without chunks of chains (~4 min)")
+    p.add_argument("--cpu-clock", action="store_true", help="time by thread CPU time (needs --threads 1)")
     p.add_argument("--memory-child", nargs=5, metavar=("T", "K", "B", "L", "DEVICE"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    common.setup_threads(args.threads)
+    common.setup_threads(args.threads, args.cpu_clock)
     if args.memory_child:
         T, K, B, L, device = args.memory_child
         print(json.dumps(memory_child(int(T), int(K), int(B), int(L), device)))
@@ -218,6 +257,9 @@ def main() -> None:
     print(common.machine_line())
     if common.load_avg_1min() > 0.5:
         print("warning: the machine is busy (1-minute load average above 0.5); figures will be noisy")
+    if args.chunking:
+        chunking(args)
+        return
     if not args.skip_throughput:
         throughput(args)
     if not args.skip_memory:

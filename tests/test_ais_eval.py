@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -200,3 +201,57 @@ def test_evaluate_ais_replicates_and_bdmc(run_dir, capsys):
     assert cli.main([*base, "--ais", "cremer", "--bdmc"]) == 2
     assert cli.main([*base, "--bdmc", "cremer", "replicates=2"]) == 2
     assert "replicates" in capsys.readouterr().err
+
+
+def _ais_outputs(run_dir) -> tuple[dict, dict]:
+    summary = json.loads((run_dir / "eval-test-ais.json").read_text())
+    summary.pop("seconds"), summary.pop("batches_resumed")
+    return summary, torch.load(run_dir / "eval-test-ais-per-example.pt", weights_only=True)
+
+
+def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_path, monkeypatch):
+    """AIS on 10 points in 4 batches (3, 3, 3, 1), stopped by an error in its third batch: the two batches done are
+    kept in eval-test-ais-partial/ (one file each, beside the manifest, no temporary file). Other settings (chains,
+    seed) are refused with an error naming them; the same settings continue from the two batches, and the result
+    (summary and per-point values) equals an uninterrupted run's; the partial results are removed."""
+    from vaelab.evaluation import annealed
+    from vaelab.recording import load_run
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for copy in (whole, stopped):
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval-*"))
+    options = parse_ais_options(["cremer", "chains=3", "temps=8", "leapfrog=2", "replicates=2"])
+    runs.evaluate_ais(load_run(whole), options, "test", 10, 3, progress=False)
+    seed = load_run(whole).cfg.seed + 2  # the options have none: the config's seed + 2
+
+    calls, real = [], annealed.ais_replicates
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("stopped")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(annealed, "ais_replicates", failing)
+    with pytest.raises(RuntimeError, match="stopped"):
+        runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)
+    partial = stopped / "eval-test-ais-partial"
+    assert sorted(p.name for p in partial.iterdir()) == ["batch-000000.pt", "batch-000001.pt", "manifest.json"]
+    assert not (stopped / "eval-test-ais.json").exists()
+    for other, message in [({"chains": 4}, "chains: 3 there, 4 now"), ({"seed": 7}, f"seed: {seed} there, 7 now")]:
+        changed = dataclasses.replace(options, **other)
+        with pytest.raises(ConfigError, match=message):
+            runs.evaluate_ais(load_run(stopped), changed, "test", 10, 3, progress=False)
+    with pytest.raises(ConfigError, match="n: 10 there, 9 now"):
+        runs.evaluate_ais(load_run(stopped), options, "test", 9, 3, progress=False)
+
+    calls.clear()
+    result = runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)
+    assert len(calls) == 2 and result["batches_resumed"] == 2  # batches 2 and 3 run; 0 and 1 read back
+    assert not partial.exists()
+    (a, per_a), (b, per_b) = _ais_outputs(whole), _ais_outputs(stopped)
+    assert a == b and a["n"] == 10 and a["seed"] is None and a["seed_used"] == seed
+    from vaelab.app.commands.report import Protocol, _mismatch
+
+    assert _mismatch(a, "ais", 10, Protocol(ais=options)) is None  # `vaelab report` takes it as made with options
+    assert per_a.keys() == per_b.keys() and all(torch.equal(per_a[k], per_b[k]) for k in per_a)

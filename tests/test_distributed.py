@@ -1,8 +1,9 @@
 """Training on torch.distributed (issue 11): 2 ranks under torchrun on the CPU (gloo), each launch with a timeout so
 that a hang fails the test instead of blocking CI; the shard semantics (`vaelab.distributed.shard`) in-process.
 
-Six launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
-again into the same directory (refused), `vaelab evaluate` of that run (sharded IS against one process),
+Eight launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
+again into the same directory (refused), `vaelab evaluate` of that run (sharded IS, AIS and BDMC against one
+process),
 `ddp_worker.py` (a run resumed under DDP against an uninterrupted one; AIWAE with a VampPrior and SIWAE with burn-in,
 whose ranks must end with the same weights and step sizes), and `vaelab sweep` of 2 grid points over 2 ranks, then
 of 3 with one that fails.
@@ -115,6 +116,41 @@ def test_sharded_evaluation_equals_one_process(ddp_run, tmp_path):
     for summary in summaries:
         summary.pop("seconds")
     assert summaries[0] == summaries[1] and summaries[0]["n"] == 250
+
+
+def _same_outputs(copies: list[Path], stem: str) -> dict:
+    """The sharded and the one-process run directories hold equal per-point values and summaries (but for timing)."""
+    sharded, single = (torch.load(c / f"{stem}-per-example.pt", weights_only=True) for c in copies)
+    assert sharded.keys() == single.keys() and all(torch.equal(sharded[k], single[k]) for k in single), stem
+    summaries = [json.loads((c / f"{stem}.json").read_text()) for c in copies]
+    for summary in summaries:
+        summary.pop("seconds")
+    assert summaries[0] == summaries[1], stem
+    assert not [p for c in copies for p in c.glob("*-partial")]  # removed once the result is written
+    return summaries[0]
+
+
+def test_sharded_ais_and_bdmc_equal_one_process(ddp_run, tmp_path):
+    """`torchrun -m vaelab evaluate RUN --ais ...` shares AIS batches out over 2 ranks (3 batches of 100, 100 and
+    50 points, 2 replicates each) and `--bdmc` its simulated points (3 batches of 40, 40 and 20): the per-point
+    values, and so the summaries, equal one process's, and each is printed once (by rank 0)."""
+    from vaelab.mcmc.options import parse_ais_options
+
+    copies = [tmp_path / "sharded", tmp_path / "single"]
+    for copy in copies:
+        shutil.copytree(ddp_run[0], copy)
+    ais = ["cremer", "chains=3", "temps=8", "leapfrog=2", "replicates=2"]
+    bdmc = ["cremer", "chains=2", "temps=8", "leapfrog=2", "batch_size=40"]
+    evaluate = ["-m", "vaelab", "evaluate", str(copies[0]), "--no-progress"]
+    out = torchrun(*evaluate, "--ais", *ais, "--subset", "250", "--batch-size", "100", cwd=tmp_path)
+    assert out.count("log p(x) ~") == 1, out
+    out = torchrun(*evaluate, "--bdmc", *bdmc, "--subset", "100", cwd=tmp_path)
+    assert out.count("BDMC on 100 points") == 1, out
+    run = load_run(copies[1])
+    runs.evaluate_ais(run, parse_ais_options(ais), "test", 250, 100, progress=False)
+    runs.evaluate_bdmc(run, parse_ais_options(bdmc), 100, progress=False)
+    assert _same_outputs(copies, "eval-test-ais")["n"] == 250
+    assert _same_outputs(copies, "eval-bdmc")["n"] == 100
 
 
 def test_ddp_resume_matches_and_ranks_agree(tmp_path):

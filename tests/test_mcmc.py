@@ -35,8 +35,9 @@ from vaelab.mcmc import (
     simulate,
     value_and_grad,
 )
+from vaelab.mcmc.ais import chains_per_chunk
 from vaelab.mcmc.hmc import grad_fn_of
-from vaelab.mcmc.options import PRESETS
+from vaelab.mcmc.options import PRESETS, AISOptions
 from vaelab.models import LinearGaussian
 
 # --- targets ---------------------------------------------------------------------------------------------------
@@ -302,6 +303,35 @@ def test_ais_data_batches_pilot_and_step_schedules():
         ais(model, x, init="encoder", progress=False)
     with pytest.raises(ConfigError, match="schedule"):
         ais(model, x, schedule=[0.0, 0.7, 0.5, 1.0], progress=False)
+
+
+@pytest.mark.parametrize("init, adapt, pilot", [("prior", "data", 0), ("posterior", "all", 3)])
+def test_ais_in_chunks_of_chains_equals_ais_without(init, adapt, pilot):
+    """`chunk_elements` = 3 chains x 5 points x 1,024 (the width counted per latent): the model sees gradient
+    evaluations of 3, 3 and 2 chains instead of 8, and forward and reverse AIS (BDMC) end with the same
+    log-weights, states, step sizes and acceptance as without chunks, with one step size for all (adapt "all")
+    or per point, with a pilot run or without. By default chunks are used on the CPU only."""
+    model = linear_gaussian(x_dim=6, latent_dim=3)
+    x, z_star = simulate(model, 5)
+    seen = []
+    for name in ("log_likelihood", "log_joint"):
+        real = getattr(model, name)
+        setattr(model, name, lambda x, z, real=real: (seen.append(z.shape[0]), real(x, z))[1])
+    options = AISOptions(chains=8, temps=15, leapfrog=2, init=init, adapt=adapt, pilot_chains=pilot, seed=4)
+    runs = []
+    for chunk_elements in (0, 3 * 5 * 1024):
+        seen.clear()
+        runs.append(bdmc(model, x, z_star, dataclasses.replace(options, chunk_elements=chunk_elements), progress=False))
+        assert max(seen) == (8 if chunk_elements == 0 else 3) and (chunk_elements == 0 or 2 in seen), seen
+    (whole, chunked) = runs
+    for a, b in ((whole.forward, chunked.forward), (whole.reverse, chunked.reverse)):
+        for field in ("log_weights", "z", "step_size", "step_sizes", "acceptance"):
+            torch.testing.assert_close(getattr(b, field), getattr(a, field), atol=1e-12, rtol=0, msg=field)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert chains_per_chunk(model, AISOptions(), 100, cpu) == 2**20 // (100 * 1024) == 10
+    assert chains_per_chunk(model, AISOptions(), 100, gpu) is None
+    assert chains_per_chunk(model, AISOptions(chunk_elements=0), 100, cpu) is None
+    assert chains_per_chunk(model, AISOptions(chunk_elements=10), 100, gpu) == 1  # at least one chain
 
 
 # --- BDMC ----------------------------------------------------------------------------------------------------------

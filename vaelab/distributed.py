@@ -149,6 +149,17 @@ def all_gather_object(obj: T) -> list[T]:
     return out
 
 
+def gather_object(obj: T) -> list[T] | None:
+    """Every rank's `obj` (picklable; tensors in it on the CPU), in rank order, on rank 0; None on the others.
+    One process: `[obj]`."""
+    rank, size = world()
+    if size == 1:
+        return [obj]
+    out: list | None = [None] * size if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def on_rank0(fn: Callable[[], T]) -> T | None:
     """Call `fn` on rank 0 alone (the run directory's checks and writes) and let every rank know how it went: an
     exception it raised is raised on every rank (so none waits for a rank that has stopped), marked

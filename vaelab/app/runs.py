@@ -42,10 +42,10 @@ from vaelab.data import load_dataset
 from vaelab.data.dataset import derive_seed
 from vaelab.data.supervised import Supervised, predicts_labels
 from vaelab.errors import ConfigError, DataError, RunDirError, UserError
-from vaelab.evaluation import active_units, evaluate_log_likelihood, predict, stratified_summary
+from vaelab.evaluation import active_units, annealed, evaluate_log_likelihood, predict, stratified_summary
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.likelihoods import Likelihood
-from vaelab.mcmc import ais_replicates, bdmc, simulate
+from vaelab.mcmc import simulate
 from vaelab.mcmc.options import AISOptions
 from vaelab.measure import as_estimable
 from vaelab.models.cpvae import is_cpvae, reads_category
@@ -463,6 +463,18 @@ def evaluate(
     return result
 
 
+def _check_writable_once(run: Run) -> None:
+    """`check_writable(run.path)`, on rank 0 alone under torchrun (its error raised on every rank)."""
+    if distributed.world()[1] > 1:
+        distributed.on_rank0(lambda: check_writable(run.path))
+    else:
+        check_writable(run.path)
+
+
+def _saved_batches(directory: Path) -> int:
+    return len(list(directory.glob("batch-*.pt"))) if directory.is_dir() else 0
+
+
 def evaluate_ais(
     run: Run,
     options: AISOptions,
@@ -477,18 +489,38 @@ def evaluate_ais(
     each the mean over replicates of log (1/C) sum_c w_c; its spread over data and its Monte Carlo se, from the
     replicates when R > 1, else the delta method: `ReplicatedAIS.summary`; ESS, acceptance, time) and the per-example
     estimates, their replicate se and the log-weights `[R, C, B]` (`eval-<split>-ais-per-example.pt`) beside the IS
-    result `eval-<split>.json`, whose estimate is copied in when it covers the same examples."""
-    check_writable(run.path)
+    result `eval-<split>.json`, whose estimate is copied in when it covers the same examples.
+
+    Batch j of points runs with seed `derive_seed(seed, j)`, `seed` the options' or else the config's seed + 2
+    (`seed_used` in the JSON; `vaelab.evaluation.annealed`), so the per-point values are the same however the
+    batches are shared out and whether or not the evaluation was stopped. Each batch's result is kept in
+    `eval-<split>-ais-partial/` as it is done (atomically): the same call after a stop continues from them (other
+    settings are refused with a `ConfigError`), and the directory is removed once the result is written. Under
+    torchrun every rank calls this: the batches are shared out over the ranks, rank 0 writes the result, and the
+    other ranks return {}."""
+    _check_writable_once(run)
     x = _data(run, split, subset)
     if not torch.is_tensor(x):
         raise DataError("AIS estimates log p(x) of an unsupervised model; this run's data are labelled")
     options = replace(options, batch_size=options.batch_size or batch_size)
-    torch.manual_seed(run.cfg.seed + 2)
+    seed = run.cfg.seed + 2 if options.seed is None else options.seed
+    partials = run.path / f"eval-{split}-ais-partial"
+    resumed = _saved_batches(partials)
     start = time.perf_counter()
-    replicated = ais_replicates(run.model, x.to(run.device), options, progress=progress)
+    replicated = annealed.evaluate_ais(
+        run.model,
+        x,
+        replace(options, seed=seed),
+        shard=distributed.world()[1] > 1,
+        partials=partials,
+        device=run.device,
+        progress=progress,
+    )
+    if replicated is None:  # another rank's share was gathered on rank 0, which writes the result
+        return {}
     est = replicated.result  # every replicate's chains
     seconds = time.perf_counter() - start
-    result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options)}
+    result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options), "seed_used": seed}
     result.update(replicated.summary())
     result.update(
         {
@@ -499,6 +531,7 @@ def evaluate_ais(
             "acceptance_last": float(est.acceptance[-1]),
             "step_size_last": float(est.mean_step_size[-1]),
             "gradient_evaluations": options.gradient_evaluations(result["n"]),
+            "batches_resumed": resumed,
             "seconds": seconds,
         }
     )
@@ -513,6 +546,7 @@ def evaluate_ais(
         "log_weights": replicated.log_weights.cpu(),
     }
     torch.save(per_example, run.path / f"eval-{split}-ais-per-example.pt")
+    shutil.rmtree(partials, ignore_errors=True)  # the result is written: the batches are no longer needed
     return result
 
 
@@ -521,18 +555,38 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     `options` (a stochastic lower bound of log p(x)) and reverse AIS from z* (an upper bound). Their gap, upper
     minus lower, bounds the error of forward AIS with these settings on data like the simulated ones (not
     necessarily on the real data). Writes `eval-bdmc.json`: the bounds' means over points, the gap (mean and se
-    over points), the single-chain gap, the options, time."""
-    check_writable(run.path)
+    over points), the single-chain gap, the options, time; and the per-point `lower`, `upper`, `gap`
+    (`eval-bdmc-per-example.pt`). Batches of 100 points (or `options.batch_size`), each
+    seeded by its index from the options' seed or else the config's seed + 3, shared out under torchrun and kept
+    in `eval-bdmc-partial/` until the result is written, as `evaluate_ais`; rank 0 simulates the points."""
+    _check_writable_once(run)
     if n < 1:
         raise DataError(f"BDMC needs at least one simulated point, got --subset {n}")
     if options.replicates != 1:
         raise ConfigError("BDMC runs one forward and one reverse AIS per point: drop replicates= (the gap bounds it)")
+    seed = run.cfg.seed + 3 if options.seed is None else options.seed
+    options = replace(options, batch_size=options.batch_size or 100)
     torch.manual_seed(run.cfg.seed + 3)
     start = time.perf_counter()
-    x, z_star = simulate(run.model, n)
-    r = bdmc(run.model, x, z_star, replace(options, batch_size=options.batch_size or 100), progress=progress)
+    x, z_star = distributed.broadcast_object(tuple(t.cpu() for t in simulate(run.model, n)))  # rank 0's points
+    partials = run.path / "eval-bdmc-partial"
+    resumed = _saved_batches(partials)
+    world = distributed.world()[1]
+    r = annealed.evaluate_bdmc(
+        run.model,
+        x,
+        z_star,
+        replace(options, seed=seed),
+        shard=world > 1,
+        partials=partials,
+        device=run.device,
+        progress=progress,
+    )
+    if r is None:
+        return {}
     gap = r.gap
     result = {"method": "bdmc", "data": "simulated from the model", "dataset": run.dataset.name, **asdict(options)}
+    result["seed_used"] = seed
     result.update(r.summary())
     result.update(
         {
@@ -540,10 +594,14 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
             "gap_max": float(gap.max()),
             "acceptance_mean": float(r.forward.acceptance.mean()),
             "gradient_evaluations": 2 * options.gradient_evaluations(n),
+            "batches_resumed": resumed,
             "seconds": time.perf_counter() - start,
         }
     )
     (run.path / "eval-bdmc.json").write_text(json.dumps(result, indent=2) + "\n")
+    per_example = {"lower": r.lower, "upper": r.upper, "gap": gap}
+    torch.save(per_example, run.path / "eval-bdmc-per-example.pt")
+    shutil.rmtree(partials, ignore_errors=True)
     return result
 
 

@@ -24,9 +24,9 @@ from torch import Tensor
 from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
-from vaelab import distributed
-from vaelab.data.dataset import derive_seed
+from vaelab.evaluation.batches import seeded_batches
 from vaelab.objectives.bounds import delta_method_se, sample_log_weights
+from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 #: A point's estimate is flagged as unreliable when its effective sample size is below this many draws. A count,
 #: not a share of S: the delta-method se rests on the sample variance of the weights, which the few largest of
@@ -159,13 +159,6 @@ def map_batches(
     return [fn(data[start : start + batch_size].to(device)) for start in bar]
 
 
-#: On the CPU, decoder outputs per chunk that keep a chunk's activations in cache (a few MB of float32):
-#: the elementwise work after the matmuls (bias, activations, the likelihood) then runs from cache rather
-#: than DRAM (benchmarks/README.md: ~1.9x faster IS evaluation than 2**24-element chunks). The samples
-#: drawn are the same whatever the chunk size (up to round-off in the sums over chunks).
-CPU_CHUNK_ELEMENTS = 2**20
-
-
 def _chunk_size(model, batch: int, samples: int, max_elements: int, device: torch.device | None = None) -> int:
     """Samples per chunk: at most `max_elements` decoder outputs (the memory bound; on the CPU also at most
     `CPU_CHUNK_ELEMENTS`, for speed), counting at least 1024 per sample so hidden layers are bounded too."""
@@ -227,22 +220,20 @@ def evaluate_log_likelihood(
     With `batch_seed`, batch j (points `j * batch_size` on) draws after `torch.manual_seed(derive_seed(batch_seed,
     j))`, so a point's values depend on its batch alone, not on the batches before it; without it, one stream runs
     through the batches. With `batch_seed` and `shard`, under a process group (`vaelab.distributed`; every rank must
-    call this): rank r estimates batches r, r + W, ... and the per-point results are gathered (`all_gather_object`),
-    so every rank returns the same `[N]` tensors, equal to one process's with the same `batch_seed` and
-    `batch_size`.
+    call this): rank r estimates batches r, r + W, ... and the per-point results are gathered on every rank
+    (`vaelab.evaluation.batches.seeded_batches`), so every rank returns the same `[N]` tensors, equal to one
+    process's with the same `batch_seed` and `batch_size`.
     """
     device = next(model.parameters()).device
     estimate = lambda x: importance_sampled_log_likelihood(model, x, samples, max_elements).cpu()  # noqa: E731
     if batch_seed is None:
         return ISEstimate.cat(map_batches(estimate, data, batch_size, device, progress, desc))
-    rank, world = distributed.world() if shard else (0, 1)
-    starts = range(0, data.shape[0], batch_size)
-    mine = starts[rank::world]
-    bar = tqdm(mine, desc=desc, unit="batch", disable=None if progress and rank == 0 else True, leave=False)
-    parts = {}
-    for start in bar:
-        torch.manual_seed(derive_seed(batch_seed, start // batch_size))
-        parts[start] = estimate(data[start : start + batch_size].to(device))
-    shares = distributed.all_gather_object(parts) if world > 1 else [parts]
-    found = {start: part for share in shares for start, part in share.items()}
-    return ISEstimate.cat([found[start] for start in starts])
+
+    def seeded(batch: slice, seed: int) -> ISEstimate:
+        torch.manual_seed(seed)
+        return estimate(data[batch].to(device))
+
+    parts = seeded_batches(
+        seeded, data.shape[0], batch_size, batch_seed, shard=shard, everywhere=True, progress=progress, desc=desc
+    )
+    return ISEstimate.cat(parts)  # type: ignore[arg-type]  # on every rank (everywhere)

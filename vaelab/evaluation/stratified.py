@@ -18,8 +18,9 @@ from torch.distributions import Distribution
 
 from vaelab.distributions import ReparameterizedMixture
 from vaelab.errors import ConfigError
-from vaelab.evaluation.loglik import CPU_CHUNK_ELEMENTS, ISEstimate, map_batches
+from vaelab.evaluation.loglik import ISEstimate, map_batches
 from vaelab.objectives.stratified import stratified_log_weights
+from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 
 def components_of(q) -> int:

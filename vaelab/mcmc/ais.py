@@ -36,9 +36,10 @@ from tqdm.auto import tqdm
 from vaelab.errors import ConfigError
 from vaelab.mcmc import kernel
 from vaelab.mcmc.adaptation import StepSizeAdaptation, initial_step_size
-from vaelab.mcmc.integrator import LogDensity, value_and_grad
+from vaelab.mcmc.integrator import LogDensity, in_chunks, value_and_grad
 from vaelab.mcmc.options import AISOptions, resolve
 from vaelab.objectives.bounds import delta_method_se, logmeanexp
+from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 
 @runtime_checkable
@@ -164,6 +165,24 @@ class AISResult:
         lw = self.log_weights
         return delta_method_se(torch.logsumexp(lw, 0), torch.logsumexp(2 * lw, 0), lw.shape[0])
 
+    @classmethod
+    def cat(cls, parts: Sequence[AISResult]) -> AISResult:
+        """One result for the points of `parts` (runs on consecutive batches of points, with the same schedule),
+        concatenated in order; `acceptance` is their mean weighted by the number of points (columns) of each."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        sizes = torch.tensor([r.log_weights.shape[1] for r in parts], dtype=first.acceptance.dtype)
+        w = (sizes / sizes.sum()).to(first.acceptance.device)
+        return cls(
+            log_weights=torch.cat([r.log_weights for r in parts], 1),
+            z=torch.cat([r.z for r in parts], 1),
+            acceptance=sum(wi * r.acceptance for wi, r in zip(w, parts, strict=True)),  # type: ignore[arg-type]
+            step_size=torch.cat([r.step_size for r in parts], 1),
+            step_sizes=torch.cat([r.step_sizes for r in parts], 1),
+            reverse=first.reverse,
+        )
+
     def summary(self) -> dict[str, float]:
         ll = self.log_likelihood
         n = ll.numel()
@@ -245,16 +264,23 @@ class ReplicatedAIS:
         }
 
 
-def _start(path: AnnealingPath, z: Tensor, beta_prev: float, beta: float, logp_prev: Tensor | None):
-    """log f_beta(z), its gradient, and the weight increment log f_beta(z) - log f_beta_prev(z)."""
+def _start(
+    path: AnnealingPath, z: Tensor, beta_prev: float, beta: float, logp_prev: Tensor | None, chunk: int | None = None
+):
+    """log f_beta(z), its gradient, and the weight increment log f_beta(z) - log f_beta_prev(z); `chunk` chains at
+    a time (`in_chunks`)."""
     if isinstance(path, GeometricPath):
-        with torch.enable_grad():
-            z = z.detach().requires_grad_(True)
-            log_init, log_target = path.endpoints(z)
-            logp = _mix(log_init, log_target, beta)
-            (grad,) = torch.autograd.grad(logp.sum(), z)
-        return logp.detach(), grad, (beta - beta_prev) * (log_target - log_init).detach()
-    logp, grad = value_and_grad(lambda v: path(v, beta), z)
+
+        def one(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            with torch.enable_grad():
+                z = z.detach().requires_grad_(True)
+                log_init, log_target = path.endpoints(z)
+                logp = _mix(log_init, log_target, beta)
+                (grad,) = torch.autograd.grad(logp.sum(), z)
+            return logp.detach(), grad, (beta - beta_prev) * (log_target - log_init).detach()
+
+        return in_chunks(one, z, chunk)
+    logp, grad = value_and_grad(lambda v: path(v, beta), z, chunk)
     if logp_prev is None:
         logp_prev = path(z, beta_prev)
     return logp, grad, logp - logp_prev
@@ -280,6 +306,7 @@ def anneal(
     jitter: float = 0.0,
     progress: bool = True,
     desc: str = "AIS",
+    chunk: int | None = None,
 ) -> AISResult:
     """Run AIS chains `z` `[C, B, D]` (draws from the normalised f_{betas[0]}) along `betas` `[T]` (increasing:
     forward; decreasing: reverse) with one HMC transition of `leapfrog_steps` steps per temperature after each
@@ -293,6 +320,9 @@ def anneal(
     *below* exact (10 se; 3-D model, T = 100, 20000 chains): the BDMC upper bound breaks. A fixed schedule
     (e.g. the `step_sizes` of a pilot run) keeps AIS exact; per="data" dilutes each chain's influence on its
     own step size by the number of chains (no bias detectable there, nor with a pilot or fixed step sizes).
+
+    `chunk`: evaluate the gradients `chunk` chains at a time (cache-sized working sets on the CPU; the draws and
+    so the results are the same, up to round-off).
     """
     b = [float(v) for v in betas]
     if len(b) < 2:
@@ -311,10 +341,11 @@ def anneal(
     for t in bar:
         if schedule is not None:
             eps = initial_step_size(schedule[t - 1], z)
-        logp, grad, increment = _start(path, z, b[t - 1], b[t], logp_prev)
+        logp, grad, increment = _start(path, z, b[t - 1], b[t], logp_prev, chunk)
         log_w += increment
         state = kernel.HMCState(z, logp, grad)
-        state, info = kernel.step(state, lambda v, beta=b[t]: path(v, beta), eps, leapfrog_steps, jitter)
+        target = lambda v, beta=b[t]: path(v, beta)  # noqa: E731
+        state, info = kernel.step(state, target, eps, leapfrog_steps, jitter, chunk=chunk)
         z, logp_prev = state.z, state.log_density
         acceptance[t - 1] = info.accept_prob.mean()
         step_sizes[t - 1] = eps.mean((0, 2))
@@ -333,18 +364,17 @@ def _step_for_batch(step_size: float | Tensor, sl: slice, B: int) -> float | Ten
     return step_size
 
 
-def _merge(parts: list[AISResult], sizes: list[int]) -> AISResult:
-    if len(parts) == 1:
-        return parts[0]
-    w = torch.tensor(sizes, dtype=parts[0].acceptance.dtype, device=parts[0].acceptance.device) / sum(sizes)
-    return AISResult(
-        log_weights=torch.cat([r.log_weights for r in parts], 1),
-        z=torch.cat([r.z for r in parts], 1),
-        acceptance=sum(wi * r.acceptance for wi, r in zip(w, parts, strict=True)),
-        step_size=torch.cat([r.step_size for r in parts], 1),
-        step_sizes=torch.cat([r.step_sizes for r in parts], 1),
-        reverse=parts[0].reverse,
-    )
+def chains_per_chunk(model: Any, o: AISOptions, points: int, device: torch.device) -> int | None:
+    """Chains per gradient evaluation for `points` data points: `o.chunk_elements` (None: on the CPU
+    `CPU_CHUNK_ELEMENTS`, elsewhere no chunks; 0: none) over points x the decoder's output width (at least
+    1,024), at least 1; None for no chunks."""
+    budget = o.chunk_elements
+    if budget is None:
+        budget = CPU_CHUNK_ELEMENTS if device.type == "cpu" else 0
+    if budget == 0:
+        return None
+    width = max(getattr(getattr(model, "likelihood", None), "num_outputs", 0), 1024)
+    return max(1, budget // (points * width))
 
 
 #: Where a batch's chains start: (data batch, sampler of the initial distribution `n -> [n, B, D]`, n) -> `[n, b, D]`.
@@ -363,7 +393,7 @@ def _run(model, x: Tensor, start: Start, o: AISOptions, reverse: bool, progress:
         raise ConfigError("AIS with an explicit initial distribution cannot batch the data; pass batch_size=None")
     betas = o.betas().flip(0) if reverse else o.betas()
     adaptation = o.adaptation()
-    parts, sizes = [], []
+    parts = []
     starts = range(0, B, batch_size)
     with o.random_state(x.device):
         for i, first in enumerate(starts):
@@ -371,16 +401,16 @@ def _run(model, x: Tensor, start: Start, o: AISOptions, reverse: bool, progress:
             path, sample_init = model_path(model, x[sl], o.init)
             name = desc if len(starts) == 1 else f"{desc} {i + 1}/{len(starts)}"
             step, adapt = _step_for_batch(o.step_size, sl, B), adaptation
+            chunk = chains_per_chunk(model, o, sl.stop - sl.start, x.device)
             if o.pilot_chains:  # tune on independent chains, then run with their step sizes fixed: AIS stays exact
                 pilot_z = start(sl, sample_init, o.pilot_chains)
                 pilot = anneal(
-                    path, pilot_z, betas, o.leapfrog, step, adaptation, o.jitter, progress, f"{name} (pilot)"
+                    path, pilot_z, betas, o.leapfrog, step, adaptation, o.jitter, progress, f"{name} (pilot)", chunk
                 )
                 step, adapt = pilot.step_sizes[:, None, :, None], None
             z0 = start(sl, sample_init, o.chains)
-            parts.append(anneal(path, z0, betas, o.leapfrog, step, adapt, o.jitter, progress, name))
-            sizes.append(sl.stop - sl.start)
-    return _merge(parts, sizes)
+            parts.append(anneal(path, z0, betas, o.leapfrog, step, adapt, o.jitter, progress, name, chunk))
+    return AISResult.cat(parts)
 
 
 @torch.no_grad()

@@ -20,22 +20,37 @@ LogDensity = Callable[[Tensor], Tensor]
 GradFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
-def value_and_grad(log_density: LogDensity, z: Tensor) -> tuple[Tensor, Tensor]:
-    """log f(z) `[C, B]` and its gradient grad_z log f(z) `[C, B, D]`, detached (`create_graph=False`).
+def in_chunks(fn: Callable[[Tensor], tuple[Tensor, ...]], z: Tensor, chunk: int | None) -> tuple[Tensor, ...]:
+    """`fn(z)` for z `[C, ...]` computed on chunks of `chunk` chains (z's first dimension) and concatenated along
+    it: the same values (chains are independent) with a working set of one chunk, which on the CPU can stay in
+    cache from a decoder's forward pass to its backward. `chunk` None (or >= C): one call."""
+    if chunk is None or chunk >= z.shape[0]:
+        return fn(z)
+    parts = [fn(piece) for piece in z.split(chunk)]
+    return tuple(torch.cat(ts) for ts in zip(*parts, strict=True))
+
+
+def value_and_grad(log_density: LogDensity, z: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor]:
+    """log f(z) `[C, B]` and its gradient grad_z log f(z) `[C, B, D]`, detached (`create_graph=False`); with
+    `chunk`, `chunk` chains at a time (`in_chunks`).
 
     Chains and data points are independent, so the gradient of the sum is every chain's own gradient.
     Works inside `torch.no_grad()`; only z is differentiated (parameter gradients are not accumulated).
     """
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        logp = log_density(z)
-        (grad,) = torch.autograd.grad(logp.sum(), z)
-    return logp.detach(), grad
+
+    def one(z: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            logp = log_density(z)
+            (grad,) = torch.autograd.grad(logp.sum(), z)
+        return logp.detach(), grad
+
+    return in_chunks(one, z, chunk)  # type: ignore[return-value]
 
 
-def grad_fn_of(log_density: LogDensity) -> GradFn:
-    """The `GradFn` of a log-density (for `leapfrog`)."""
-    return lambda z: value_and_grad(log_density, z)
+def grad_fn_of(log_density: LogDensity, chunk: int | None = None) -> GradFn:
+    """The `GradFn` of a log-density (for `leapfrog`), `chunk` chains at a time (`value_and_grad`)."""
+    return lambda z: value_and_grad(log_density, z, chunk)
 
 
 def leapfrog(

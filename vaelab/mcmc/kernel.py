@@ -59,13 +59,15 @@ def step(
     n_steps: int = 10,
     jitter: float = 0.0,
     generator: torch.Generator | None = None,
+    chunk: int | None = None,
 ) -> tuple[HMCState, HMCInfo]:
     """One HMC transition of every chain from `state` targeting f (module docstring). Returns the new state and
     an `HMCInfo`; `state` is not modified.
 
     `step_size` a float or broadcastable to `[C, B, 1]`; `n_steps` leapfrog steps; `jitter` in [0, 1): each chain's
     step size is multiplied by a fresh U(1 - jitter, 1 + jitter) draw (Neal 2011, sec. 4), which breaks the
-    periodicity of leapfrog orbits and keeps f invariant, the draw being independent of the state.
+    periodicity of leapfrog orbits and keeps f invariant, the draw being independent of the state. `chunk`: the
+    gradients `chunk` chains at a time (`vaelab.mcmc.integrator.in_chunks`; the draws are the same).
     """
     if not 0 <= jitter < 1:
         raise ConfigError(f"step-size jitter must be in [0, 1), got {jitter}")
@@ -75,7 +77,7 @@ def step(
         u = torch.rand(*z.shape[:-1], 1, **opts)
         step_size = step_size * (1 + jitter * (2 * u - 1))
     p0 = torch.randn(z.shape, **opts)
-    z1, p1, logp1, grad1 = leapfrog(z, p0, grad_fn_of(log_density), step_size, n_steps, grad)
+    z1, p1, logp1, grad1 = leapfrog(z, p0, grad_fn_of(log_density, chunk), step_size, n_steps, grad)
     log_ratio = (logp1 - 0.5 * p1.pow(2).sum(-1)) - (logp - 0.5 * p0.pow(2).sum(-1))  # -H' + H
     log_ratio = torch.where(torch.isfinite(log_ratio), log_ratio, torch.full_like(log_ratio, -torch.inf))
     accept_prob = torch.exp(log_ratio.clamp(max=0.0))

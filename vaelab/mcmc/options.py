@@ -70,6 +70,11 @@ class AISOptions:
       it).
     - `seed`: None draws from torch's global generator; an int makes the run reproducible on its own, leaving the
       global generator as it was.
+    - `chunk_elements`: the most decoder outputs (chains x points x the decoder's output width, counted as at
+      least 1,024 per latent) one gradient evaluation computes at once: the chains are split into chunks of that
+      many (at least one chain), each chunk's forward and backward pass staying in cache. None: on the CPU
+      `vaelab.threads.CPU_CHUNK_ELEMENTS` (2**20), elsewhere no chunks; 0: no chunks. Chains are independent and
+      no draw changes, so the results are those without chunks up to float round-off.
 
     >>> import torch, vaelab
     >>> options = vaelab.AISOptions(chains=4, temps=50, leapfrog=5, seed=0)
@@ -98,6 +103,7 @@ class AISOptions:
     batch_size: int | None = None
     replicates: int = 1
     seed: int | None = None
+    chunk_elements: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, str):
@@ -107,6 +113,7 @@ class AISOptions:
         step = self.step_size
         step_ok = bool((step > 0).all()) if isinstance(step, Tensor) else step > 0
         schedules = ", ".join(sorted(SCHEDULES))
+        chunk = self.chunk_elements
         checks = [
             ("chains", _is_int(self.chains) and self.chains >= 1, "must be an integer >= 1"),
             ("temps", _is_int(self.temps) and self.temps >= 2, "(the number of inverse temperatures) must be >= 2"),
@@ -125,6 +132,8 @@ class AISOptions:
             ("batch_size", self.batch_size is None or self.batch_size >= 1, "must be >= 1"),
             ("replicates", _is_int(self.replicates) and self.replicates >= 1, "(runs per point) must be >= 1"),
             ("seed", self.seed is None or _is_int(self.seed), "must be an integer or none"),
+            ("chunk_elements", chunk is None or (_is_int(chunk) and chunk >= 0),
+             "must be an integer >= 0 (0: no chunks) or none (automatic)"),
         ]  # fmt: skip
         for name, ok, message in checks:
             if not ok:
@@ -237,7 +246,8 @@ def resolve(options: AISOptions | str | None = None, settings: Mapping[str, Any]
     """`options` (an `AISOptions`, a preset name, or None for `AISOptions()`) with `settings` applied: each key a
     field or one of its `ALIASES`. Two forms kept from the keyword arguments `ais` took: `schedule` an int T
     (T linearly spaced betas) and `step_size_range=(min, max)`. Values set to None are left out, except `adapt`,
-    `batch_size` and `seed`, for which None is a setting. The one place that maps settings onto `AISOptions`."""
+    `batch_size`, `seed` and `chunk_elements`, for which None is a setting. The one place that maps settings onto
+    `AISOptions`."""
     if isinstance(options, str):
         if options not in PRESETS:
             hint = difflib.get_close_matches(options, PRESETS, n=1)
@@ -255,7 +265,7 @@ def resolve(options: AISOptions | str | None = None, settings: Mapping[str, Any]
             changes["min_step_size"], changes["max_step_size"] = (float(v) for v in value)
         elif name == "schedule" and _is_int(value):
             changes["schedule"], changes["temps"] = "linear", value
-        elif value is not None or name in ("adapt", "batch_size", "seed"):
+        elif value is not None or name in ("adapt", "batch_size", "seed", "chunk_elements"):
             changes[name] = value
     return dataclasses.replace(options, **changes) if changes else options
 

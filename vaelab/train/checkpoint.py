@@ -64,6 +64,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     _replace(path, text.encode())
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` atomically (a temporary file beside it, flushed, then renamed over it)."""
+    _replace(path, data)
+
+
 def digest_path(path: Path) -> Path:
     """Where the sha256 of `path` is kept: `path` + `.sha256`, beside it."""
     return path.with_name(path.name + DIGEST_SUFFIX)

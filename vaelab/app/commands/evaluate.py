@@ -1,8 +1,9 @@
 """`vaelab evaluate RUN`: IS log-likelihood, ELBO and active units; with --ais, AIS; with --bdmc, BDMC.
 
-Under torchrun (`torchrun --nproc_per_node N -m vaelab evaluate RUN`) the IS estimate's batches are shared out over
-the ranks, each seeded by its index (`--batch-seeds`), and rank 0 writes and prints the result (`runs.evaluate`);
---ais and --bdmc run in one process only, for now.
+Under torchrun (`torchrun --nproc_per_node N -m vaelab evaluate RUN`) the batches of points are shared out over
+the ranks, each seeded by its index (for IS as `--batch-seeds`; AIS and BDMC always), and rank 0 writes and prints
+the result (`runs.evaluate`, `runs.evaluate_ais`, `runs.evaluate_bdmc`). An AIS or BDMC evaluation keeps each batch's
+result in the run directory as it is done, so that the same command continues a stopped one.
 
 A run that `vaelab.fit` wrote for a model built in Python (`model.json`) is opened by `runs.open_run`: its model is
 rebuilt as `vaelab.load` rebuilds it, and since `fit` trains on tensors, `--data` gives the data to evaluate (a
@@ -60,7 +61,10 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         "overrides of chains, temps, leapfrog, schedule (linear, sigmoidal, geometric), init, step_size, "
         "target_acceptance, adapt (data, chain, all, none), adapt_rate, jitter, pilot_chains, batch_size, "
         "replicates (R independent runs per point, annealed together: their spread is the Monte Carlo se; the delta "
-        "method within one run understates it); e.g. --ais cremer chains=10 replicates=4 (give RUN_DIR first)",
+        "method within one run understates it), seed (default: the config's seed + 2; batch j of points uses "
+        "derive_seed(seed, j)), chunk_elements (decoder outputs per gradient chunk on the CPU; 0: none); e.g. --ais "
+        "cremer chains=10 replicates=4 (give RUN_DIR first). Each finished batch is saved in "
+        "eval-<split>-ais-partial/, so the same command continues a stopped evaluation",
     )
     e.add_argument(
         "--bdmc",
@@ -81,12 +85,9 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run `vaelab evaluate`; the exit status."""
-    from vaelab import distributed
     from vaelab.app import runs
 
     if args.bdmc is not None or args.ais is not None or args.ais_init is not None:
-        if distributed.environment()[1] > 1:
-            raise UserError("vaelab evaluate --ais and --bdmc do not run under torchrun yet; run them in one process")
         return _cmd_evaluate_bdmc(args) if args.bdmc is not None else _cmd_evaluate_ais(args)
     device = runs.rank_device(runs.run_settings(args.run_dir), args.device)  # under torchrun: this rank's
     run = runs.open_run(args.run_dir, args.checkpoint, device, args.data)
@@ -114,12 +115,16 @@ def _cmd_evaluate_ais(args) -> int:
     if args.ais is None:
         raise UserError("--ais-init needs --ais (a preset such as aiwae or cremer, and/or key=value settings)")
     options = parse_ais_options(args.ais, init=args.ais_init)  # before loading: a typo fails at once
-    run = runs.open_run(args.run_dir, args.checkpoint, args.device, args.data)
+    device = runs.rank_device(runs.run_settings(args.run_dir), args.device)  # under torchrun: this rank's
+    run = runs.open_run(args.run_dir, args.checkpoint, device, args.data)
     e = run.cfg.eval
     subset = args.subset if args.subset is not None else e.subset
     r = runs.evaluate_ais(
         run, options, args.split or e.split, subset, args.batch_size or e.batch_size, not args.no_progress
     )
+    if not r:  # another rank than 0 under torchrun
+        return 0
+    _say_resumed(r, "eval-*-ais-partial")
     same = f"; IS (k={r['is_samples']}) on the same examples: {r['is_log_likelihood']:.2f}" if "is_samples" in r else ""
     mc = (
         f"Monte Carlo se {r['log_likelihood_mc_se']:.3f} from {r['replicates']} replicates"
@@ -146,8 +151,12 @@ def _cmd_evaluate_bdmc(args) -> int:
     if args.ais is not None:
         raise UserError("give either --ais or --bdmc (whose presets and key=value settings are those of --ais)")
     options = parse_ais_options(args.bdmc, init=args.ais_init)
-    run = runs.open_run(args.run_dir, args.checkpoint, args.device, args.data)
+    device = runs.rank_device(runs.run_settings(args.run_dir), args.device)
+    run = runs.open_run(args.run_dir, args.checkpoint, device, args.data)
     r = runs.evaluate_bdmc(run, options, args.subset or 100, not args.no_progress)
+    if not r:
+        return 0
+    _say_resumed(r, "eval-bdmc-partial")
     print(
         f"{r['dataset']}: BDMC on {r['n']} points simulated from the model: log p(x) between {r['lower']:.2f} "
         f"(forward AIS) and {r['upper']:.2f} (reverse AIS), gap {r['gap']:.3f} (se over points {r['gap_se']:.3f}, "
@@ -156,6 +165,12 @@ def _cmd_evaluate_bdmc(args) -> int:
         f"{r['per_chain_gap']:.3f}), {r['seconds']:.0f} s"
     )
     return 0
+
+
+def _say_resumed(r: dict, where: str) -> None:
+    if r.get("batches_resumed"):
+        print(f"continued a stopped evaluation: {r['batches_resumed']} batches were read from {where}/ (now removed)",
+              file=sys.stderr)  # fmt: skip
 
 
 def print_eval(r: dict) -> None:

@@ -59,10 +59,10 @@ COLUMNS = {
 
 
 def _ais_settings() -> list[str]:
-    """The AIS settings that change the estimate (batch_size only groups the work)."""
+    """The AIS settings that change the estimate (batch_size only groups the work, chunk_elements its chunks)."""
     from vaelab.mcmc.options import AISOptions
 
-    return [f.name for f in dataclasses.fields(AISOptions) if f.name != "batch_size"]
+    return [f.name for f in dataclasses.fields(AISOptions) if f.name not in ("batch_size", "chunk_elements")]
 
 
 def _aiwae_preset() -> AISOptions:

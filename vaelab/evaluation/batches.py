@@ -1,0 +1,151 @@
+"""Evaluation over batches of data points, each seeded by its index, shared out over the ranks of a process group
+and, for long evaluations (AIS), kept batch by batch on disk so that a stopped evaluation continues.
+
+Batch j holds points `j * batch_size` up to `(j + 1) * batch_size` and draws its noise from seed
+`derive_seed(seed, j)`, so its result depends on its points and that seed alone: not on the batches before it,
+nor on which rank computed it, nor on whether it was computed in this process or loaded from a partial result.
+The per-point values are therefore the same for any number of ranks, one included, and for a resumed
+evaluation as for an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from vaelab import distributed
+from vaelab.data.dataset import derive_seed
+from vaelab.errors import ConfigError
+from vaelab.train.checkpoint import atomic_write_bytes, atomic_write_text
+
+R = TypeVar("R")
+
+
+def digest(*tensors: Tensor) -> str:
+    """sha256 (hex) of the tensors' dtypes, shapes and bytes: a fingerprint of data or weights."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_digest(model: nn.Module) -> str:
+    """`digest` of a module's state (parameters and buffers, in name order)."""
+    state = model.state_dict()
+    return digest(*(state[k] for k in sorted(state)))
+
+
+class PartialResults:
+    """Per-batch results of one evaluation kept in `directory`, so that a stopped evaluation continues where it
+    stopped: `manifest.json` holds `key` (every setting that decides the results: options, seed, batch size, a
+    digest of the data and of the model), and `batch-<j>.pt` batch j's result (a dict of tensors and numbers, as
+    `torch.load(weights_only=True)` reads), written atomically (a temporary file renamed over it) and tagged
+    with the key's digest. Settings that differ from the manifest's are refused (`open`), never mixed."""
+
+    def __init__(self, directory: str | Path, key: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.key = json.loads(json.dumps(key))  # as the manifest reads back (tuples as lists)
+        self.tag = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
+        self.resumed = 0  # batches found by `open`
+
+    def open(self) -> int:
+        """Create the directory and its manifest, or check the manifest there against `key`; the number of
+        batches already saved. `ConfigError` naming the differing settings when the manifest is another's."""
+        manifest = self.directory / "manifest.json"
+        if manifest.is_file():
+            saved = json.loads(manifest.read_text())
+            if saved != self.key:
+                differ = sorted(k for k in {*saved, *self.key} if saved.get(k) != self.key.get(k))
+                what = "; ".join(f"{k}: {saved.get(k)!r} there, {self.key.get(k)!r} now" for k in differ)
+                raise ConfigError(
+                    f"{self.directory} holds the partial results of an evaluation with other settings ({what}); "
+                    "rerun with its settings to continue it, or delete that directory to start afresh"
+                )
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(manifest, json.dumps(self.key, indent=2, sort_keys=True) + "\n")
+        self.resumed = len(list(self.directory.glob("batch-*.pt")))
+        return self.resumed
+
+    def path(self, j: int) -> Path:
+        return self.directory / f"batch-{j:06d}.pt"
+
+    def load(self, j: int) -> dict | None:
+        """Batch j's saved result, or None where there is none (or it cannot be read: it is computed again)."""
+        path = self.path(j)
+        if not path.is_file():
+            return None
+        try:
+            saved = torch.load(path, weights_only=True)
+        except Exception as err:  # cannot happen through `save` (atomic); computing it again loses nothing
+            print(f"warning: cannot read {path} ({err}); computing batch {j} again", file=sys.stderr)
+            return None
+        if saved.get("tag") != self.tag:
+            raise ConfigError(f"{path} is from an evaluation with other settings than {self.directory}/manifest.json")
+        return saved["result"]
+
+    def save(self, j: int, result: dict) -> None:
+        """Write batch j's result atomically."""
+        buffer = io.BytesIO()
+        torch.save({"tag": self.tag, "result": result}, buffer)
+        atomic_write_bytes(self.path(j), buffer.getvalue())
+
+    def remove(self) -> None:
+        """Delete the directory (once the whole result is written)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def seeded_batches(
+    fn: Callable[[slice, int], R],
+    n: int,
+    batch_size: int,
+    seed: int,
+    *,
+    shard: bool = False,
+    partials: PartialResults | None = None,
+    everywhere: bool = False,
+    progress: bool = True,
+    desc: str = "batches",
+) -> list[R] | None:
+    """`[fn(batch_j, derive_seed(seed, j)) for j]` over the batches `batch_j` (slices) of `n` points, in order
+    (module docstring). With `shard`, under a process group (every rank must call this), rank r computes batches
+    r, r + W, ... and the results are gathered on rank 0 (the others get None), or on every rank with `everywhere`.
+    With `partials`, each batch's result (a dict of CPU tensors and numbers) is saved as it is computed and a
+    batch already saved is loaded instead; rank 0 opens them (`PartialResults.open`; an error is raised on every
+    rank). One process: the list."""
+    rank, world = distributed.world() if shard else (0, 1)
+    if partials is not None:
+        distributed.on_rank0(partials.open) if world > 1 else partials.open()
+    starts = range(0, n, batch_size)
+    bar = tqdm(
+        starts[rank::world], desc=desc, unit="batch", disable=None if progress and rank == 0 else True, leave=False
+    )
+    parts = {}
+    for start in bar:
+        j = start // batch_size
+        part = partials.load(j) if partials is not None else None
+        if part is None:
+            part = fn(slice(start, min(start + batch_size, n)), derive_seed(seed, j))
+            if partials is not None:
+                partials.save(j, part)  # type: ignore[arg-type]
+        parts[j] = part
+    if world == 1:
+        shares: list | None = [parts]
+    else:
+        shares = distributed.all_gather_object(parts) if everywhere else distributed.gather_object(parts)
+    if shares is None:
+        return None
+    found = {j: part for share in shares for j, part in share.items()}
+    return [found[j] for j in range(len(starts))]
