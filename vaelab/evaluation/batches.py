@@ -10,12 +10,13 @@ evaluation as for an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,16 @@ def model_digest(model: nn.Module) -> str:
     """`digest` of a module's state (parameters and buffers, in name order)."""
     state = model.state_dict()
     return digest(*(state[k] for k in sorted(state)))
+
+
+@contextlib.contextmanager
+def random_state(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Within the block, torch's generators (the CPU's and `device`'s, if CUDA) start from `seed`; they are restored
+    after it, so the caller's stream is left as it was."""
+    device = torch.device(device or "cpu")
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 class PartialResults:

@@ -23,6 +23,11 @@ fitted q* (each also a stochastic lower bound of log p(x)). Two departures from 
   point by point would pick up each point's upward noise as well.
 
 L[q] and L[q*] are `eval_samples`-sample ELBO estimates; their draws are independent of those of `log_p_hat`.
+
+Each batch of points draws its noise from a stream seeded by its index (`vaelab.evaluation.batches`), so the batches
+can be shared out over the ranks of a process group (`torchrun ... -m vaelab gaps`) and kept on disk as they are
+done (the local optimisation is long: about 10 CPU-hours for 1,000 MNIST points at the paper's settings), with the
+same per-point values for any number of ranks and for a stopped and continued measurement.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
-from tqdm.auto import tqdm
 
+from vaelab import distributed
 from vaelab.config import GapsConfig
+from vaelab.data.dataset import derive_seed
 from vaelab.distributions import detach_parameters
 from vaelab.errors import ConfigError
+from vaelab.evaluation.batches import PartialResults, digest, model_digest, random_state, seeded_batches
 from vaelab.evaluation.local_optimization import LOCAL_FAMILIES, local_family, optimize_local
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
 from vaelab.mcmc import ais
@@ -90,6 +97,7 @@ class GapResult:
     settings: dict
     seconds: float
     last_fits: dict[str, PerPoint] = field(default_factory=dict, repr=False)
+    batches_resumed: int = 0  # batches read back from partial results (`measure_gaps`)
 
     def lower_bounds(self) -> dict[str, Tensor]:
         """Every per-point stochastic lower bound of log p(x) at hand, by name, on the selection draws."""
@@ -159,17 +167,8 @@ def ais_options(s: GapsConfig) -> AISOptions:
     return resolve(None, {k: v for k, v in asdict(s).items() if k in ALIASES})
 
 
-def _ais_bound(model, x: Tensor, start: Distribution | str, s: GapsConfig, progress: bool) -> Tensor:
-    """AIS estimate `[B]` of log p(x) from `start` with the settings' chains, temperatures and leapfrog steps."""
-    result = ais(model, x, ais_options(s), init=start, progress=progress)
-    return result.log_likelihood.detach().cpu()
-
-
-def measure_gaps(model, data: Tensor, settings: GapsConfig | None = None, progress: bool = True) -> GapResult:
-    """L[q], L[q*_F] for each family F, and the lower bounds of log p(x) on `data` `[N, *event]` (module
-    docstring), data points in batches of `settings.batch_size` (each batch one set of tensors). Every IWAE bound
-    is also drawn a second time, independently; AIS runs a second time only if it is the chosen bound."""
-    s = settings or GapsConfig()
+def _check(model, s: GapsConfig) -> tuple[str | None, list[str]]:
+    """The model's trained family and the families to fit (the settings' and the trained one); checks the settings."""
     trained = trained_family(model)
     families = list(dict.fromkeys([*s.families, *([trained] if trained else [])]))
     for f in families:
@@ -179,63 +178,167 @@ def measure_gaps(model, data: Tensor, settings: GapsConfig | None = None, progre
         raise ConfigError(f"gaps.init must be 'prior' or 'encoder', not {s.init!r}")
     if s.ais_init not in ("q_star", "prior"):
         raise ConfigError(f"gaps.ais_init must be 'q_star' or 'prior', not {s.ais_init!r}")
-    template = None
-    if not s.flow and trained == "flow":
-        template = model.posterior_family  # the local flow gets the trained flow's architecture
-    like = next(model.parameters()).new_zeros(())  # local parameters take the model's dtype and device
-    device = like.device
-    model.eval()
-    start = time.perf_counter()
-    parts: dict[str, list[Tensor]] = {}
-    last_fits: dict[str, PerPoint] = {}
-    ais_starts: list[tuple[str, Distribution | str]] = []
+    return trained, families
 
-    def keep(key: str, t: Tensor) -> None:
-        parts.setdefault(key, []).append(t.detach().cpu())
 
-    def iwae(x: Tensor, q=None) -> Tensor:  # a fresh IWAE bound, independent of every other draw
-        return importance_sampled_log_likelihood(model, x, s.eval_samples, q=q).log_likelihood
+class _Batch:
+    """One batch of points' gap measurement (`measure_gaps`), as a dict of CPU tensors and strings that a partial
+    result keeps and a gather sends: `values` (per-point `[B]` tensors by key), `ais_init` (where AIS started),
+    `ais_start` (that fitted q*'s state, to rerun AIS from it), `fits` (every fitted family's state; last batch)."""
 
-    batches = range(0, data.shape[0], s.batch_size)
-    for i in tqdm(batches, desc="gaps", unit="batch", disable=None if progress else True):
-        x = data[i : i + s.batch_size].to(device)
-        n = x.shape[0]
-        amortised = importance_sampled_log_likelihood(model, x, s.eval_samples)
+    def __init__(self, model, s: GapsConfig, families: list[str], progress: bool) -> None:
+        self.model, self.s, self.families, self.progress = model, s, families, progress
+        self.template = None
+        if not s.flow and trained_family(model) == "flow":
+            self.template = model.posterior_family  # the local flow gets the trained flow's architecture
+        self.like = next(model.parameters()).new_zeros(())  # local parameters take the model's dtype and device
+
+    def family(self, f: str, x: Tensor, state: dict[str, Tensor] | None = None) -> PerPoint:
+        """A new local family `f` for the points `x` (started per `gaps.init`), or one holding `state`."""
+        with torch.no_grad():
+            q = self.model.posterior(x) if self.s.init == "encoder" else None
+        family = local_family(f, x.shape[0], self.model.latent_dim, q, self.s.flow, self.like, self.template)
+        if state is not None:
+            family.load_state_dict(state)
+        return family
+
+    def iwae(self, x: Tensor, q=None) -> Tensor:
+        """A fresh IWAE bound `[B]` with `eval_samples` draws (of q, default the encoder's)."""
+        return importance_sampled_log_likelihood(self.model, x, self.s.eval_samples, q=q).log_likelihood
+
+    def ais(self, x: Tensor, start: Distribution | str) -> Tensor:
+        """AIS estimate `[B]` of log p(x) from `start` with the settings' chains, temperatures and leapfrog steps."""
+        result = ais(self.model, x, ais_options(self.s), init=start, progress=self.progress)
+        return result.log_likelihood.detach().cpu()
+
+    def measure(self, x: Tensor, keep_fits: bool) -> dict:
+        """L[q], IWAE[q], and per family F the fitted q*_F's L[q*_F], IWAE[q*_F] and optimisation, each IWAE bound
+        also redrawn (`fresh:`); AIS from `_ais_start` (if `ais_temperatures` >= 2)."""
+        s, values = self.s, {}
+
+        def keep(key: str, t: Tensor) -> None:
+            values[key] = t.detach().cpu()
+
+        amortised = importance_sampled_log_likelihood(self.model, x, s.eval_samples)
         keep("iwae", amortised.log_likelihood)
         keep("elbo", amortised.elbo)
-        keep("fresh:iwae", iwae(x))
-        with torch.no_grad():
-            q = model.posterior(x) if s.init == "encoder" else None
+        keep("fresh:iwae", self.iwae(x))
         fits, elbos = {}, {}
-        for f in families:
-            family = local_family(f, n, model.latent_dim, q, s.flow, like, template)
+        for f in self.families:
+            family = self.family(f, x)
             fit = optimize_local(
-                model, x, family, s.samples, s.lr, s.check_every, s.patience, s.max_steps, progress,
+                self.model, x, family, s.samples, s.lr, s.check_every, s.patience, s.max_steps, self.progress,
                 desc=f"q*_{FAMILY_NAMES[f]}",
             )  # fmt: skip
-            local = importance_sampled_log_likelihood(model, x, s.eval_samples, q=family())
+            local = importance_sampled_log_likelihood(self.model, x, s.eval_samples, q=family())
             keep(f"elbo:{f}", local.elbo)
             keep(f"iwae:{f}", local.log_likelihood)
-            keep(f"fresh:iwae:{f}", iwae(x, family()))
+            keep(f"fresh:iwae:{f}", self.iwae(x, family()))
             keep(f"steps:{f}", fit.steps)
             keep(f"converged:{f}", fit.converged)
             fits[f], elbos[f] = family, local.elbo
-        last_fits = fits
+        out: dict = {"values": values, "ais_init": "none"}
         if s.ais_temperatures >= 2:
-            ais_starts.append(_ais_start(s.ais_init, fits, elbos))
-            keep("ais", _ais_bound(model, x, ais_starts[-1][1], s, progress))
-    cat = {k: torch.cat(v) for k, v in parts.items()}
+            name, start = _ais_start(s.ais_init, fits, elbos)
+            keep("ais", self.ais(x, start))
+            out["ais_init"] = name
+            if name != "prior":
+                out["ais_start"] = _state(fits[name])
+        if keep_fits:
+            out["fits"] = {f: _state(family) for f, family in fits.items()}
+        return out
+
+    def fresh_ais(self, x: Tensor, part: dict) -> Tensor:
+        """AIS `[B]` on fresh chains from the batch's starting distribution (`part`, its `measure`)."""
+        if part["ais_init"] == "prior":
+            return self.ais(x, "prior")
+        with torch.no_grad():
+            start = detach_parameters(self.family(part["ais_init"], x, part["ais_start"])())
+        return self.ais(x, start)
+
+
+def _state(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def measure_gaps(
+    model,
+    data: Tensor,
+    settings: GapsConfig | None = None,
+    progress: bool = True,
+    *,
+    seed: int | None = None,
+    shard: bool = False,
+    partials: str | Path | None = None,
+) -> GapResult | None:
+    """L[q], L[q*_F] for each family F, and the lower bounds of log p(x) on `data` `[N, *event]` (module
+    docstring), data points in batches of `settings.batch_size` (each batch one set of tensors). Every IWAE bound
+    is also drawn a second time, independently; AIS runs a second time only if it is the chosen bound.
+
+    Batch j draws all its noise (q*'s start, the optimisation's samples, IWAE, AIS) from seed `derive_seed(seed,
+    j)`, its second AIS from `derive_seed(derive_seed(seed, "fresh AIS"), j)` (`vaelab.evaluation.batches`; `seed`
+    drawn once from torch's generator when None), so the per-point values do not depend on how the batches are
+    dealt out. `shard`: under a process group every rank calls this and rank r measures batches r, r + W, ...;
+    the per-point selection values are all-gathered so that every rank picks the same bound, then the fresh AIS
+    is shared out likewise and gathered on rank 0. `partials`: a directory where each batch's result is kept as it
+    is done (`PartialResults`; `selection/` and `fresh-ais/`), so that calling this again with the same settings
+    continues (other settings raise `ConfigError`); remove it when the result is safe. Returns the `GapResult`
+    (equal for any number of ranks and for a continued call), on rank 0; None on the other ranks."""
+    s = settings or GapsConfig()
+    trained, families = _check(model, s)
+    if seed is None:
+        if partials is not None:
+            raise ConfigError("a resumable gap measurement (partial results) needs a seed")
+        seed = int(torch.randint(2**62, ()))
+        seed = distributed.broadcast_object(seed) if shard else seed
+    rank = distributed.world()[0] if shard else 0
+    batch = _Batch(model, s, families, progress and rank == 0)
+    device = batch.like.device
+    n, size = data.shape[0], s.batch_size
+    used = {**asdict(s), "families": families, "seed": seed}
+    stores: list[PartialResults | None] = [None, None]
+    if partials is not None:
+        key = {"evaluation": "gaps", **used, "n": n, "data": digest(data), "model": model_digest(model)}
+        stores = [
+            PartialResults(Path(partials) / "selection", key),
+            PartialResults(Path(partials) / "fresh-ais", {**key, "evaluation": "gaps, fresh AIS"}),
+        ]
+    model.eval()
+    start = time.perf_counter()
+    last = (n - 1) // size
+
+    def first(points: slice, batch_seed: int) -> dict:
+        with random_state(batch_seed, device):
+            return batch.measure(data[points].to(device), keep_fits=points.start // size == last)
+
+    parts = seeded_batches(
+        first, n, size, seed, shard=shard, partials=stores[0], everywhere=True, progress=progress, desc="gaps"
+    )
+    assert parts is not None  # everywhere: every rank has every batch
+    cat = {k: torch.cat([p["values"][k] for p in parts]) for k in parts[0]["values"]}
     local_iwae = {f: cat[f"iwae:{f}"] for f in families}
     selection = _bound_names(cat["iwae"], cat.get("ais"), local_iwae)
-    chosen = max(selection, key=lambda k: float(selection[k].mean()))
+    chosen = max(selection, key=lambda k: float(selection[k].mean()))  # the same on every rank: the same values
     if chosen == "AIS":  # rerun on fresh chains from the same starting distributions
-        fresh = [
-            _ais_bound(model, data[i : i + s.batch_size].to(device), init, s, progress)
-            for i, (_, init) in zip(batches, ais_starts, strict=True)
-        ]
-        log_p = torch.cat(fresh)
+
+        def again(points: slice, batch_seed: int) -> dict:
+            with random_state(batch_seed, device):
+                return {"ais": batch.fresh_ais(data[points].to(device), parts[points.start // size])}
+
+        fresh = seeded_batches(
+            again, n, size, derive_seed(seed, "fresh AIS"), shard=shard, partials=stores[1], progress=progress,
+            desc="gaps: fresh AIS",
+        )  # fmt: skip
+        if fresh is None:
+            return None
+        log_p = torch.cat([f["ais"] for f in fresh])
+    elif rank != 0:
+        return None
     else:
         log_p = _bound_names(cat["fresh:iwae"], None, {f: cat[f"fresh:iwae:{f}"] for f in families})[chosen]
+    with random_state(seed, device):  # a new flow's random start is overwritten: leave the caller's stream alone
+        x_last = data[last * size :].to(device)
+        last_fits = {f: batch.family(f, x_last, state) for f, state in parts[last]["fits"].items()}
     return GapResult(
         trained=trained,
         iwae=cat["iwae"],
@@ -247,10 +350,11 @@ def measure_gaps(model, data: Tensor, settings: GapsConfig | None = None, progre
         local_converged={f: cat[f"converged:{f}"] for f in families},
         log_p_bound=chosen,
         log_p=log_p,
-        ais_init=[name for name, _ in ais_starts],
-        settings={**asdict(s), "families": families},
+        ais_init=[p["ais_init"] for p in parts] if s.ais_temperatures >= 2 else [],
+        settings=used,
         seconds=time.perf_counter() - start,
         last_fits=last_fits,
+        batches_resumed=sum(store.resumed for store in stores if store is not None),
     )
 
 

@@ -7,6 +7,11 @@ bounds (AIS from the fitted q*; the largest chosen on one set of draws, its valu
 `gaps-per-example.pt` into the run directory (or `--out`). Settings come from the run's `gaps` config
 section (its budget's values included) and can be overridden by the options below. `--contours` draws
 Figure 2 (2-D latent models). Several runs give one table with a column per run.
+
+Each batch of points is seeded by its index and kept in `gaps-partial/` beside the reports as it is done, so a
+stopped measurement continues when the same command is run again. Under torchrun (`torchrun --nproc_per_node N -m
+vaelab gaps RUN`) the batches are shared out over the ranks with the same per-point values as one process, and rank
+0 alone writes and prints.
 """
 
 from __future__ import annotations
@@ -98,19 +103,36 @@ def _select(data: torch.Tensor, subset: int, points: str | None) -> torch.Tensor
 
 
 def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, contours: bool = False,
-             seed: int = 0, progress: bool = True) -> GapResult:  # fmt: skip
-    """Measure and report the gaps of a loaded run (`vaelab.recording.load_run`); returns the `GapResult`."""
+             seed: int = 0, progress: bool = True) -> GapResult | None:  # fmt: skip
+    """Measure and report the gaps of a loaded run (`vaelab.recording.load_run`); returns the `GapResult`.
+
+    Batch j of points is seeded by `derive_seed(seed, j)` (`measure_gaps`) and kept in `out/gaps-partial/` as it is
+    done, so the same call after a stop continues (other settings are refused); the directory is removed once the
+    reports are written. Under torchrun every rank calls this: the batches are shared out, rank 0 alone writes, and
+    the other ranks get None."""
+    import shutil
+
     import torch
 
+    from vaelab import distributed
+    from vaelab.app.runs import check_writable
     from vaelab.evaluation.gaps import FAMILY_NAMES, measure_gaps, write_gap_report
 
     data = _select(run.dataset.split(settings.split), settings.subset, points)
     if contours and data.shape[0] > settings.batch_size:
         raise ConfigError(f"--contours draws at most batch_size = {settings.batch_size} points; pass fewer --points")
-    torch.manual_seed(seed)
-    result = measure_gaps(run.model, data, settings, progress)
+    shard = distributed.world()[1] > 1
+    distributed.on_rank0(lambda: check_writable(out, create=True))  # before the work, not after it
+    partials = out / "gaps-partial"
+    result = measure_gaps(run.model, data, settings, progress, seed=seed, shard=shard, partials=partials)
+    if result is None:  # another rank: its batches were gathered on rank 0, which writes the reports
+        return None
+    if result.batches_resumed:
+        print(f"continued a stopped measurement: {result.batches_resumed} batches were read from {partials}/ "
+              "(now removed)", file=sys.stderr)  # fmt: skip
     for path in write_gap_report(result, out, run.path.name):
         print(f"wrote {path}", file=sys.stderr)
+    shutil.rmtree(partials, ignore_errors=True)  # the reports are written: the batches are no longer needed
     if contours:
         from vaelab.viz.gaps import save_posterior_contours
 
@@ -123,17 +145,23 @@ def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, co
 
 
 def command(args: argparse.Namespace) -> int:
-    from vaelab import recording
+    from vaelab import distributed, recording
+    from vaelab.app import runs
     from vaelab.evaluation.gaps import FAMILY_NAMES, gaps_table
 
     columns = []
     for run_dir in args.run_dirs:
-        run = recording.load_run(run_dir, args.checkpoint, args.device)
+        device = runs.rank_device(runs.run_settings(run_dir), args.device)  # under torchrun: this rank's
+        run = recording.load_run(run_dir, args.checkpoint, device)
         settings = settings_for(run.cfg.gaps, args)
         out = Path(args.out) / run.path.name if args.out and len(args.run_dirs) > 1 else Path(args.out or run.path)
         result = run_gaps(run, settings, out, args.points, args.contours, args.seed, not args.no_progress)
+        if result is None:  # another rank than 0 under torchrun: rank 0 reports
+            continue
         tag = FAMILY_NAMES.get(result.trained or "", "q")
         columns.append((f"{run.path.name} (q_{tag})", result.summary()))
+    if distributed.world()[0] != 0:
+        return 0
     table = gaps_table(columns)
     print(table, end="")
     if len(columns) > 1 and args.out:
