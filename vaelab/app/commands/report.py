@@ -15,7 +15,8 @@ Every number is a mean over the evaluated examples, with its standard error over
 are standard deviations over 5 training runs). The train split is never taken beyond `data.subset`: its rows are
 of the images the model was trained on. The numbers are checked against the protocol asked for (k, AIS settings,
 examples); a missing or differently made evaluation is a one-line error naming the `vaelab evaluate` command that
-makes it, or with `--evaluate` it is run (on the run's best weights). Writes `table1.md` and `table1.csv` (also
+makes it, or with `--evaluate` it is run (on the run's best weights; under torchrun, shared out over the ranks as
+`vaelab evaluate` shares it). Writes `table1.md` and `table1.csv` (also
 the train split's var gap and the settings) into `--out` (default: the runs' common directory).
 """
 
@@ -161,25 +162,33 @@ def _needed(run_dir: Path, cfg: Config, protocol: Protocol) -> list[tuple[str, s
 
 
 def evaluate_missing(
-    run_dir: str | Path, protocol: Protocol, device: str | None = None, progress: bool = True
+    run_dir: str | Path, protocol: Protocol, device: str | None = None, progress: bool = True, batch_seeds: bool = False
 ) -> list[Path]:
     """Run the evaluations `run_dir` lacks for the table (IS before AIS, each split), replacing ones made
-    otherwise; returns the files written."""
-    from vaelab import recording
+    otherwise; returns the files written. Under torchrun every rank calls this: rank 0 decides what is needed, and
+    each evaluation is shared out over the ranks as `vaelab evaluate` shares it (IS with batch seeds, as
+    `batch_seeds` makes it in one process; AIS always by batch) and written by rank 0."""
+    from vaelab import distributed, recording
     from vaelab.app import runs
 
     run_dir = Path(run_dir)
     cfg = recording.read_run_config(run_dir)
-    needed = _needed(run_dir, cfg, protocol)
+    rank0 = distributed.environment()[0] == 0
+    device = runs.rank_device(cfg, device)  # under torchrun: starts the process group; this rank's device
+    needed = distributed.broadcast_object(distributed.on_rank0(lambda: _needed(run_dir, cfg, protocol)))
     run = recording.load_run(run_dir, "best", device) if needed else None
     e = cfg.eval
     for split, kind, n, why in needed:
-        print(
-            f"{run_dir}: {kind.upper()} on {n} {split} examples ({_file(run_dir, split, kind).name} {why})",
-            file=sys.stderr,
-        )
+        if rank0:
+            print(
+                f"{run_dir}: {kind.upper()} on {n} {split} examples ({_file(run_dir, split, kind).name} {why})",
+                file=sys.stderr,
+            )
         if kind == "is":
-            runs.evaluate(run, split, protocol.samples, n, e.batch_size, e.max_elements, progress, e.predictive_samples)
+            runs.evaluate(
+                run, split, protocol.samples, n, e.batch_size, e.max_elements, progress, e.predictive_samples,
+                batch_seeds=batch_seeds,
+            )  # fmt: skip
         else:
             runs.evaluate_ais(run, protocol.ais, split, n, e.batch_size, progress)
     return [_file(run_dir, split, kind) for split, kind, _, _ in needed]
@@ -309,18 +318,27 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         help="AIS settings of the NLL as for 'vaelab evaluate --ais' (default: aiwae, the paper's 16 chains x 10000 "
         "temperatures x 10 leapfrog steps); e.g. --ais aiwae temps=100 (give the RUN_DIRs first)",
     )
+    r.add_argument(
+        "--batch-seeds",
+        action="store_true",
+        help="with --evaluate: seed each batch of points of the IS evaluation by its index, as under torchrun, so that "
+        "its per-point values are the same for any number of processes (as 'vaelab evaluate --batch-seeds')",
+    )
     r.add_argument("--out", help="where to write table1.md and table1.csv (default: the runs' common directory)")
     add_common(r)
 
 
 def command(args: argparse.Namespace) -> int:
     """Run `vaelab report`: evaluate if asked, then write and print the table."""
+    from vaelab import distributed
     from vaelab.mcmc.options import parse_ais_options
 
     protocol = Protocol(args.samples, parse_ais_options(args.ais or []), args.subset)
     if args.evaluate:
         for run_dir in args.run_dirs:
-            evaluate_missing(run_dir, protocol, args.device, not args.no_progress)
+            evaluate_missing(run_dir, protocol, args.device, not args.no_progress, args.batch_seeds)
+    if distributed.environment()[0] != 0:  # under torchrun: rank 0 alone writes and prints the table
+        return 0
     rows = [table1_row(run_dir, protocol) for run_dir in args.run_dirs]
     out = Path(args.out) if args.out else Path(os.path.commonpath([Path(p).resolve() for p in args.run_dirs]))
     csv_path, md_path = write_report(rows, protocol, out)
