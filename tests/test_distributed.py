@@ -1,9 +1,9 @@
 """Training on torch.distributed (issue 11): 2 ranks under torchrun on the CPU (gloo), each launch with a timeout so
 that a hang fails the test instead of blocking CI; the shard semantics (`vaelab.distributed.shard`) in-process.
 
-Eight launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
+Nine launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
 again into the same directory (refused), `vaelab evaluate` of that run (sharded IS, AIS and BDMC against one
-process),
+process), `vaelab gaps` of it (against one process; a stopped gap measurement continued, in one process),
 `ddp_worker.py` (a run resumed under DDP against an uninterrupted one; AIWAE with a VampPrior and SIWAE with burn-in,
 whose ranks must end with the same weights and step sizes), and `vaelab sweep` of 2 grid points over 2 ranks, then
 of 3 with one that fails.
@@ -151,6 +151,99 @@ def test_sharded_ais_and_bdmc_equal_one_process(ddp_run, tmp_path):
     runs.evaluate_bdmc(run, parse_ais_options(bdmc), 100, progress=False)
     assert _same_outputs(copies, "eval-test-ais")["n"] == 250
     assert _same_outputs(copies, "eval-bdmc")["n"] == 100
+
+
+#: `vaelab gaps` on 5 test points in 3 batches (2, 2, 1): FFG and FullCov q*, a single-sample IWAE (so that AIS, 3
+#: chains x 30 temperatures from q*, is the largest bound and is rerun on fresh chains).
+GAPS = [
+    "--split", "test", "--subset", "5", "--batch-size", "2", "--families", "ffg,full_covariance", "--max-steps", "40",
+    "--lr", "0.02", "--check-every", "5", "--patience", "2", "--samples", "3", "--eval-samples", "1",
+    "--ais-chains", "3", "--ais-temperatures", "30", "--ais-leapfrog", "2", "--no-progress",
+]  # fmt: skip
+
+
+def _gap_outputs(run_dir: Path) -> tuple[dict, dict]:
+    summary = json.loads((run_dir / "gaps.json").read_text())
+    summary.pop("seconds")
+    assert not (run_dir / "gaps-partial").exists()  # removed once the reports are written
+    return summary, torch.load(run_dir / "gaps-per-example.pt", weights_only=True)
+
+
+def _same_gaps(a: Path, b: Path) -> dict:
+    (summary_a, per_a), (summary_b, per_b) = _gap_outputs(a), _gap_outputs(b)
+    assert per_a.keys() == per_b.keys() and all(torch.equal(per_a[k], per_b[k]) for k in per_a)
+    assert summary_a == summary_b
+    return summary_a
+
+
+def test_sharded_gaps_equal_one_process(ddp_run, tmp_path):
+    """`torchrun -m vaelab gaps RUN` shares the 3 batches of points out over 2 ranks (q* fits, IWAE and AIS), picks
+    the bound on the all-gathered values and reruns AIS sharded: the per-point values (and the summary) equal one
+    process's; rank 0 alone prints the table."""
+    from vaelab.app.cli import main
+
+    copies = [tmp_path / "sharded", tmp_path / "single"]
+    for copy in copies:
+        shutil.copytree(ddp_run[0], copy)
+    out = torchrun("-m", "vaelab", "gaps", str(copies[0]), *GAPS, cwd=tmp_path)
+    assert out.count("| log p^(x) |") == 1 and out.count("gaps-per-example.pt") == 1, out
+    assert main(["gaps", str(copies[1]), *GAPS]) == 0
+    summary = _same_gaps(*copies)
+    assert summary["n"] == 5 and summary["log_p_hat"]["bound"] == "AIS" and summary["settings"]["seed"] == 0
+
+
+def test_a_stopped_gap_measurement_continues(ddp_run, tmp_path, monkeypatch, capsys):
+    """`vaelab gaps` stopped in its second batch's local optimisation keeps the first batch in gaps-partial/; other
+    settings are then refused naming them; continued, it stops again in the second batch of the fresh AIS (the three
+    selection batches and one fresh batch kept); continued again it computes only the two fresh AIS batches left,
+    and its results equal an uninterrupted run's."""
+    from vaelab.app.cli import main
+    from vaelab.evaluation import gaps
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for copy in (whole, stopped):
+        shutil.copytree(ddp_run[0], copy)
+    assert main(["gaps", str(whole), *GAPS]) == 0
+    calls: dict[str, int] = {}
+
+    def stopping(name: str, at: int | None):
+        real = getattr(gaps, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            if calls[name] == at:
+                raise RuntimeError(f"stopped in {name}")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(gaps, name, wrapper)
+
+    partial = stopped / "gaps-partial"
+    stopping("optimize_local", 3)  # batch 0 fits FFG and FullCov; batch 1's first fit stops
+    with pytest.raises(RuntimeError, match="stopped in optimize_local"):
+        main(["gaps", str(stopped), *GAPS])
+    assert sorted(p.name for p in (partial / "selection").iterdir()) == ["batch-000000.pt", "manifest.json"]
+    assert not (stopped / "gaps.json").exists()
+    monkeypatch.undo()
+    assert main(["gaps", str(stopped), *GAPS, "--seed", "1"]) == 2
+    assert "seed: 0 there, 1 now" in capsys.readouterr().err
+    assert main(["gaps", str(stopped), *GAPS, "--max-steps", "30"]) == 2
+    assert "max_steps: 40 there, 30 now" in capsys.readouterr().err
+
+    calls.clear()
+    stopping("ais", 4)  # batches 1 and 2 run AIS for the selection, then fresh AIS of batch 0, then batch 1 stops
+    with pytest.raises(RuntimeError, match="stopped in ais"):
+        main(["gaps", str(stopped), *GAPS])
+    assert len(list((partial / "selection").glob("batch-*.pt"))) == 3
+    assert [p.name for p in (partial / "fresh-ais").glob("batch-*.pt")] == ["batch-000000.pt"]
+    monkeypatch.undo()
+
+    calls.clear()
+    stopping("ais", None)
+    stopping("optimize_local", None)
+    assert main(["gaps", str(stopped), *GAPS]) == 0
+    assert calls == {"ais": 2}  # the fresh AIS of batches 1 and 2; everything else read back
+    assert "continued a stopped measurement: 4 batches" in capsys.readouterr().err
+    assert _same_gaps(whole, stopped)["log_p_hat"]["bound"] == "AIS"
 
 
 def test_ddp_resume_matches_and_ranks_agree(tmp_path):
