@@ -1,12 +1,12 @@
 """Training on torch.distributed (issue 11): 2 ranks under torchrun on the CPU (gloo), each launch with a timeout so
 that a hang fails the test instead of blocking CI; the shard semantics (`vaelab.distributed.shard`) in-process.
 
-Nine launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks),
-again into the same directory (refused), `vaelab evaluate` of that run (sharded IS, AIS and BDMC against one
-process), `vaelab gaps` of it (against one process; a stopped gap measurement continued, in one process),
-`ddp_worker.py` (a run resumed under DDP against an uninterrupted one; AIWAE with a VampPrior and SIWAE with burn-in,
-whose ranks must end with the same weights and step sizes), and `vaelab sweep` of 2 grid points over 2 ranks, then
-of 3 with one that fails.
+Launches of tiny runs (`helpers.TINY`): `vaelab train` under torchrun on 601 examples (uneven over 2 ranks), again
+into the same directory (refused), `vaelab evaluate` of that run (sharded IS, AIS and BDMC against one process),
+`vaelab gaps` and `vaelab report --evaluate` of it (against one process; a stopped gap measurement is continued in
+one process), `ddp_worker.py` (a run resumed under DDP against an uninterrupted one; AIWAE with a VampPrior and
+SIWAE with burn-in, whose ranks must end with the same weights and step sizes), `vaelab sweep` of 2 grid points over
+2 ranks, then of 3 with one that fails, and `fit_worker.py` (`vaelab.fit` under torchrun).
 """
 
 from __future__ import annotations
@@ -244,6 +244,29 @@ def test_a_stopped_gap_measurement_continues(ddp_run, tmp_path, monkeypatch, cap
     assert calls == {"ais": 2}  # the fresh AIS of batches 1 and 2; everything else read back
     assert "continued a stopped measurement: 4 batches" in capsys.readouterr().err
     assert _same_gaps(whole, stopped)["log_p_hat"]["bound"] == "AIS"
+
+
+def test_sharded_report_evaluate_equals_one_process(ddp_run, tmp_path):
+    """`torchrun -m vaelab report RUN --evaluate` runs the IS and AIS evaluations of both splits sharded (3 batches
+    of 100, 100 and 50 points each): the per-point values and the table equal one process's with --batch-seeds."""
+    from vaelab.app.cli import main
+
+    copies = [tmp_path / "sharded", tmp_path / "single"]
+    for copy in copies:
+        shutil.copytree(ddp_run[0], copy)
+    report = ["--evaluate", "--samples", "10", "--subset", "250", "--ais", "aiwae", "chains=2", "temps=5", "leapfrog=1"]
+    report += ["--no-progress"]
+    out = torchrun("-m", "vaelab", "report", str(copies[0]), *report, "--out", str(tmp_path / "a"), cwd=tmp_path)
+    assert out.count("| run |") == 1, out  # the table, printed by rank 0 alone
+    assert main(["report", str(copies[1]), *report, "--batch-seeds", "--out", str(tmp_path / "b")]) == 0
+    for split in ("test", "train"):
+        for stem in (f"eval-{split}", f"eval-{split}-ais"):
+            sharded, single = (torch.load(c / f"{stem}-per-example.pt", weights_only=True) for c in copies)
+            assert sharded.keys() == single.keys(), stem
+            for k in single:  # exactly equal (NaN where one replicate has no spread)
+                torch.testing.assert_close(sharded[k], single[k], rtol=0, atol=0, equal_nan=True, msg=f"{stem} {k}")
+    tables = [(tmp_path / d / "table1.csv").read_text().replace("sharded", "single") for d in ("a", "b")]
+    assert tables[0] == tables[1] and "250" in tables[0]
 
 
 def test_ddp_resume_matches_and_ranks_agree(tmp_path):
