@@ -71,7 +71,12 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     g.add_argument("--contours", action="store_true", help="also write posterior-contours.png (Fig. 2; 2-D latents)")
     g.add_argument("--out", help="write the reports here (one subdirectory per run if several) instead of RUN_DIR")
     g.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which weights (default: best)")
-    g.add_argument("--seed", type=int, default=0, help="random seed of the sampling and fitting (default: 0)")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: batch j of points draws from derive_seed(seed, j) (default: 0)",
+    )
     add_common(g)
 
 
