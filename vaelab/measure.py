@@ -211,6 +211,7 @@ def gaps(model: nn.Module, x: Tensor, *, progress: bool = True, **settings: Any)
             "gaps needs a vaelab-style model: an nn.Module with posterior(x), log_joint(x, z), latent_dim"
         )
     result = measure_gaps(model, x, config_from_dict({"gaps": settings}).gaps, progress=progress)
+    assert result is not None  # one process
     per_example = {"log_p_hat": result.log_p, "iwae": result.iwae, "elbo": result.elbo}
     per_example.update({f"elbo_q_star_{f}": v for f, v in result.local_elbo.items()})
     return {**result.summary(), "per_example": per_example}
