@@ -637,3 +637,57 @@ def test_cpvae_configs_use_the_decoder_on_c_and_the_compound_schedule():
             assert options["estimator"] == "gumbel" and options["anneal"] == "compound", (name, budget)
             if budget == "full":
                 assert options["anneal_rate"] == 3.0e-5 and options["min_temperature"] == 0.5
+
+
+# ------------------------------------------------------------------- the authors' relaxed scoring (an ablation)
+
+
+def test_relaxed_scoring_scores_validation_with_the_training_estimator():
+    """relaxed_scoring keeps the Gumbel-Softmax c~ at tau without gradients (the authors' validation), so the no-grad
+    value is the training value on the same draws; by default the no-grad value draws c exactly."""
+    model, x = category_decoder_cpvae(), data()
+    relaxed = CPVAEBound("gumbel", temperature=0.7, relaxed_scoring=True)
+    torch.manual_seed(3)
+    with torch.enable_grad():
+        training = relaxed(model, x).detach()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        torch.testing.assert_close(relaxed(model, x), training)
+        torch.manual_seed(3)
+        assert not torch.allclose(CPVAEBound("gumbel", temperature=0.7)(model, x), training)
+    with pytest.raises(ConfigError, match="relaxed_scoring .* estimator: gumbel"):
+        CPVAEBound("exact", relaxed_scoring=True)
+
+
+def test_nvlb_relaxed_is_the_bound_as_tau_vanishes_and_differs_from_it_at_tau():
+    """evaluate_cpvae's nvlb_relaxed (the authors' test "lower bound"): at a tiny tau c~ is the exact one-hot draw, so
+    its mean over repeats is -L(x) in closed form; at tau = 0.5 the decoder reads continuous c~ and it moves off."""
+    model, x = category_decoder_cpvae(), data()
+    target = category_decoder_bound(model, x).mean()
+    torch.manual_seed(0)
+    cold = torch.tensor(
+        [evaluate_cpvae(model, x, progress=False, temperature=1e-6)["nvlb_relaxed"] for _ in range(400)]
+    )
+    warm = torch.tensor([evaluate_cpvae(model, x, progress=False, temperature=0.5)["nvlb_relaxed"] for _ in range(200)])
+    assert_mc_close(cold.unsqueeze(1), -target.reshape(1), "nvlb_relaxed at tau -> 0")
+    assert (warm.mean() + target).abs() > 6 * warm.std() / math.sqrt(200), "tau = 0.5 should bias the estimate"
+    assert "nvlb_relaxed" not in evaluate_cpvae(model, x, progress=False)
+
+
+def test_evaluation_reads_the_temperature_of_the_selected_weights(tmp_path):
+    """`vaelab evaluate` scores nvlb_relaxed at the temperature of the epoch whose weights best.safetensors holds."""
+    from types import SimpleNamespace
+
+    from vaelab.config.schema import ObjectiveConfig
+
+    rows = [
+        {"epoch": 1, "temperature": 0.9, "valid_loss": 5.0, "best_valid_loss": 5.0},
+        {"epoch": 2, "temperature": 0.7, "valid_loss": 4.0, "best_valid_loss": 4.0},
+        {"epoch": 3, "temperature": 0.5, "valid_loss": 4.5, "best_valid_loss": 4.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gumbel = ObjectiveConfig(type="cpvae", options={"estimator": "gumbel"})
+    run = SimpleNamespace(path=tmp_path, cfg=SimpleNamespace(objective=gumbel))
+    assert runs._gumbel_temperature(run) == 0.7
+    run.cfg.objective = ObjectiveConfig(type="cpvae", options={"estimator": "exact"})
+    assert runs._gumbel_temperature(run) is None

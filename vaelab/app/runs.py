@@ -457,10 +457,31 @@ def evaluate(
         result.update(classify(run, x, split, predictive_samples, batch_size, max_elements, progress))
     if is_cpvae(run.model):  # the joint bound (NVLB, exact over c), category use, clustering accuracy if labelled
         labels = run.dataset.labels(split)
-        result["cpvae"] = evaluate_cpvae(run.model, x, labels, batch_size, progress=progress)
+        tau = _gumbel_temperature(run)
+        result["cpvae"] = evaluate_cpvae(run.model, x, labels, batch_size, progress=progress, temperature=tau)
     result["seconds"] = time.perf_counter() - start
     (run.path / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _gumbel_temperature(run: Run) -> float | None:
+    """The Gumbel-Softmax temperature at which a CP-VAE run's weights were selected (best.safetensors: the last
+    epoch of metrics.jsonl whose validation loss is its best), for `nvlb_relaxed`; None unless the run trained with
+    the gumbel estimator and recorded its temperatures."""
+    if run.cfg.objective.type != "cpvae" or run.cfg.objective.options.get("estimator", "exact") != "gumbel":
+        return None
+    path, tau = run.path / "metrics.jsonl", None
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if (
+            "temperature" in row
+            and row.get("valid_loss") is not None
+            and row["valid_loss"] == row.get("best_valid_loss")
+        ):
+            tau = float(row["temperature"])
+    return tau
 
 
 def _check_writable_once(run: Run) -> None:

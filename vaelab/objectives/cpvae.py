@@ -11,7 +11,11 @@ ignored). The reconstruction term A is estimated by
   * `estimator: gumbel`: a Gumbel-Softmax c~ (eq. 11) at temperature tau and z ~ q(z | x, c~) pathwise, the decoder
     fed [z, c~] (as the authors' code): one decoder pass per sample whatever K, biased for tau > 0.
 Without gradients (validation, evaluation) the gumbel estimator draws c exactly (tau = 0, the Gumbel-max trick), so
-its value is an unbiased estimate of L(x).
+its value is an unbiased estimate of L(x). With `relaxed_scoring: true` it keeps the relaxed c~ at the current tau
+there too, as the authors' code scores validation and the test "lower bound" (utils/evaluation.py and
+calculate_lower_bound, both through calculate_loss): that value is not a bound on log p(x) for tau > 0, since the
+decoder can read c~'s continuous values, which B1 does not pay for. It exists to measure what their protocol selects
+and reports (early stopping on it, `vaelab evaluate`'s `nvlb_relaxed`).
 
 The temperature of epoch e (0-based) when anneal_rate r > 0 (the paper gives no schedule):
   * `anneal: exponential`: tau_e = max(min_temperature, temperature * exp(-r e));
@@ -128,6 +132,7 @@ class CPVAEBound(Objective):
         anneal_rate: float = 0.0,
         anneal: str = "exponential",
         straight_through: bool = False,
+        relaxed_scoring: bool = False,
     ) -> None:
         if anneal not in ANNEALING:
             raise ConfigError(f"objective cpvae: anneal must be one of {', '.join(ANNEALING)}, not {anneal!r}")
@@ -135,6 +140,10 @@ class CPVAEBound(Objective):
             raise ConfigError(f"objective cpvae: estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
         if samples < 1:
             raise ConfigError(f"objective cpvae: samples must be >= 1, got {samples}")
+        if relaxed_scoring and estimator != "gumbel":
+            raise ConfigError(
+                "objective cpvae: relaxed_scoring scores with the Gumbel-Softmax c~; it needs estimator: gumbel"
+            )
         if temperature <= 0 or anneal_rate < 0 or (anneal_rate > 0 and not 0 < min_temperature <= temperature):
             raise ConfigError(
                 "objective cpvae: need temperature > 0, anneal_rate >= 0 and, when annealing, 0 < min_temperature "
@@ -143,7 +152,7 @@ class CPVAEBound(Objective):
             )
         self.estimator, self.samples, self.straight_through = estimator, samples, straight_through
         self.initial_temperature, self.min_temperature, self.anneal_rate = temperature, min_temperature, anneal_rate
-        self.anneal, self.temperature = anneal, temperature
+        self.anneal, self.temperature, self.relaxed_scoring = anneal, temperature, relaxed_scoring
 
     def set_epoch(self, epoch: int) -> None:
         """Set the Gumbel-Softmax temperature of epoch `epoch` (0-based; the trainer calls this each epoch): the
@@ -165,7 +174,7 @@ class CPVAEBound(Objective):
         if self.estimator == "exact":
             rec = exact_reconstruction(model, x, q, self.samples)
         else:
-            tau = self.temperature if torch.is_grad_enabled() else 0.0
+            tau = self.temperature if torch.is_grad_enabled() or self.relaxed_scoring else 0.0
             rec = gumbel_reconstruction(model, x, q, self.samples, tau, self.straight_through)
         return CPVAETerms(rec, *kl_terms(q, prior))
 
@@ -175,5 +184,5 @@ class CPVAEBound(Objective):
     def __repr__(self) -> str:
         return (
             f"CPVAEBound(estimator={self.estimator!r}, samples={self.samples}, temperature={self.temperature:g}, "
-            f"straight_through={self.straight_through})"
+            f"straight_through={self.straight_through}, relaxed_scoring={self.relaxed_scoring})"
         )
