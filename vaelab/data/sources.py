@@ -336,7 +336,7 @@ def read_variant(found: Found, dataset: str) -> Arrays:
 
 def _fetch(url: str, dest: Path, f: FileSpec, variant: Variant, desc: str) -> None:
     """Download ``url`` to ``dest`` via a temp file in the same directory; verify, then rename."""
-    from tqdm.auto import tqdm
+    from vaelab.progress import progress
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -346,13 +346,12 @@ def _fetch(url: str, dest: Path, f: FileSpec, variant: Variant, desc: str) -> No
             req = urllib.request.Request(url, headers={"User-Agent": "vaelab"})
             with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp:
                 total = resp.headers.get("Content-Length")
-                with tqdm(
+                with progress(
                     total=int(total) if total and total.isdigit() else None,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
                     desc=desc,
-                    leave=False,
                 ) as bar:
                     while chunk := resp.read(1 << 20):
                         out.write(chunk)

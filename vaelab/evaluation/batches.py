@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from vaelab import distributed
 from vaelab.data.dataset import derive_seed
 from vaelab.errors import ConfigError
+from vaelab.progress import progress as progress_bar
 from vaelab.train.checkpoint import atomic_write_bytes, atomic_write_text
 
 R = TypeVar("R")
@@ -140,9 +140,7 @@ def seeded_batches(
     if partials is not None:
         distributed.on_rank0(partials.open) if world > 1 else partials.open()
     starts = range(0, n, batch_size)
-    bar = tqdm(
-        starts[rank::world], desc=desc, unit="batch", disable=None if progress and rank == 0 else True, leave=False
-    )
+    bar = progress_bar(starts[rank::world], desc=desc, unit="batch", enabled=progress and rank == 0)
     parts = {}
     for start in bar:
         j = start // batch_size

@@ -24,7 +24,6 @@ import math
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vaelab.errors import ConfigError
 from vaelab.evaluation.clustering import clustering_accuracy
@@ -32,6 +31,7 @@ from vaelab.evaluation.loglik import ISEstimate
 from vaelab.evaluation.stratified import draws_per_component, evaluate_stratified_log_likelihood
 from vaelab.models.cpvae import conditional_pair, reads_category
 from vaelab.objectives.cpvae import exact_reconstruction, gumbel_reconstruction, kl_terms
+from vaelab.progress import progress as progress_bar
 
 
 def log_likelihood_over_c(
@@ -76,7 +76,7 @@ def evaluate_cpvae(
     device = next(model.parameters()).device
     parts, probs, relaxed = [], [], []
     batches = range(0, data.shape[0], batch_size)
-    for start in tqdm(batches, desc="CP-VAE bound", unit="batch", disable=None if progress else True, leave=False):
+    for start in progress_bar(batches, desc="CP-VAE bound", unit="batch", enabled=progress):
         x = data[start : start + batch_size].to(device)
         q = model.posterior(x)
         rec = exact_reconstruction(model, x, q, samples)

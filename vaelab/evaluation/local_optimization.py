@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
-from tqdm.auto import tqdm
 
 from vaelab.distributions.auxiliary_flow import AuxiliaryFlow, AuxiliaryFlowDistribution
 from vaelab.errors import ConfigError
 from vaelab.objectives.bounds import sample_log_weights
 from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian, PerPoint
+from vaelab.progress import progress as progress_bar
 
 #: The local families of the gap analysis by name (Cremer et al. 2018: q*_FFG, q*_FullCov, q*_Flow).
 LOCAL_FAMILIES = ("ffg", "full_covariance", "flow")
@@ -133,7 +133,7 @@ def optimize_local(
     bad = torch.zeros(N, dtype=torch.long, device=device)
     steps = torch.zeros(N, dtype=torch.long, device=device)
     averages: list[Tensor] = []
-    bar = tqdm(total=max_steps, desc=desc, unit="step", disable=None if progress else True, leave=False)
+    bar = progress_bar(total=max_steps, desc=desc, unit="step", enabled=progress)
     with frozen(model):
         for step in itertools.count(1) if max_steps is None else range(1, max_steps + 1):
             lw, _ = sample_log_weights(model, x, samples, family())

@@ -22,10 +22,10 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
-from tqdm.auto import tqdm
 
 from vaelab.evaluation.batches import seeded_batches
 from vaelab.objectives.bounds import delta_method_se, sample_log_weights
+from vaelab.progress import progress as progress_bar
 from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 #: A point's estimate is flagged as unreliable when its effective sample size is below this many draws. A count,
@@ -153,9 +153,9 @@ def map_batches(
     fn: Callable[[Tensor], R], data: Tensor, batch_size: int, device: torch.device, progress: bool, desc: str
 ) -> list[R]:
     """`[fn(b) for b in batches]`, the batches `data[i : i + batch_size]` of `data` `[N, ...]` moved to `device`
-    one at a time, with a tqdm bar labelled `desc` (none when not `progress`)."""
+    one at a time, with a progress bar labelled `desc` (none when not `progress`)."""
     batches = range(0, data.shape[0], batch_size)
-    bar = tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False)
+    bar = progress_bar(batches, desc=desc, unit="batch", enabled=progress)
     return [fn(data[start : start + batch_size].to(device)) for start in bar]
 
 

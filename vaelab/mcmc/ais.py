@@ -31,7 +31,6 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
-from tqdm.auto import tqdm
 
 from vaelab.errors import ConfigError
 from vaelab.mcmc import kernel
@@ -39,6 +38,7 @@ from vaelab.mcmc.adaptation import StepSizeAdaptation, initial_step_size
 from vaelab.mcmc.integrator import LogDensity, in_chunks, value_and_grad
 from vaelab.mcmc.options import AISOptions, resolve
 from vaelab.objectives.bounds import delta_method_se, logmeanexp
+from vaelab.progress import progress as progress_bar
 from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 
@@ -336,7 +336,7 @@ def anneal(
     acceptance = torch.empty(len(b) - 1, dtype=z.dtype, device=z.device)
     step_sizes = torch.empty(len(b) - 1, z.shape[1], dtype=z.dtype, device=z.device)
     logp_prev = None
-    bar = tqdm(range(1, len(b)), desc=desc, unit="temp", disable=None if progress else True, leave=False)
+    bar = progress_bar(range(1, len(b)), desc=desc, unit="temp", enabled=progress)
     refresh = max(1, (len(b) - 1) // 100)
     for t in bar:
         if schedule is not None:

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from vaelab.errors import ConfigError
 from vaelab.likelihoods.base import Likelihood
 from vaelab.nets.conv import image_shape, to_images
 from vaelab.nets.mlp import GatedDense
+from vaelab.progress import progress as progress_bar
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -137,9 +137,7 @@ class PixelCNN(nn.Module):
         x = cond.new_zeros(n, *self.shape)
         params = cond.new_zeros(n, self.out_features // (h * w), h, w)
         pixel_shape = (n, *likelihood.param_shape[:-2], 1, 1)  # one pixel's [N, (k,) C, 1, 1]
-        for p in tqdm(
-            range(h * w), desc="PixelCNN sampling", unit="pixel", leave=False, disable=None if progress else True
-        ):
+        for p in progress_bar(range(h * w), desc="PixelCNN sampling", unit="pixel", enabled=progress):
             i, j = divmod(p, w)
             top, left, right = max(0, i - r), max(0, j - r), min(w, j + r + 1)
             window = self.stack(x[:, :, top : i + 1, left:right], cond[:, :, top : i + 1, left:right])

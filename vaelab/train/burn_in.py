@@ -25,10 +25,10 @@ import time
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from vaelab import distributed
 from vaelab.data.dataset import derive_seed
+from vaelab.progress import progress
 from vaelab.train.optimizers import build_optimizer
 from vaelab.train.steps import StepTally, checked_step
 
@@ -56,12 +56,11 @@ def burn_in(trainer) -> dict:
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "burn-in", b))
         order = distributed.shard(torch.randperm(data.shape[0], generator=g), trainer.rank, trainer.world)
         order = order.to(data.index_device)
-        bar = tqdm(
+        bar = progress(
             range(0, order.numel(), bs),
             desc=f"burn-in {b + 1}/{epochs}",
             unit="step",
-            leave=False,
-            disable=None if cfg.train.progress and trainer.rank == 0 else True,
+            enabled=cfg.train.progress and trainer.rank == 0,
         )
         for i in bar:
             loss = burn_in_loss(model, data.batch(order[i : i + bs])).mean()

@@ -37,9 +37,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from vaelab import distributed
+from vaelab import distributed, progress
 from vaelab.config import Config
 from vaelab.config.build import OBJECTIVES, build_schedule
 from vaelab.data.dataset import derive_seed
@@ -233,12 +232,11 @@ class Trainer:
         self.model.train()
         tally = StepTally(self.device, self.state.nonfinite_streak)
         start = time.perf_counter()
-        bar = tqdm(
+        bar = progress.progress(
             batches,
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
             unit="step",
-            leave=False,
-            disable=None if cfg.train.progress and self.rank == 0 else True,
+            enabled=cfg.train.progress and self.rank == 0,
         )
         for i, b in enumerate(bar):
             x = data.batch(order[b : b + bs])
@@ -311,13 +309,14 @@ class Trainer:
         cfg, st = self.cfg, self.state
         if cfg.train.tensorboard and self.rank == 0:
             self._tb = _tensorboard(self.run_dir)
-        epochs = tqdm(
+        epochs = progress.progress(
             range(st.epoch, cfg.train.epochs),
             desc="training",
             unit="epoch",
             initial=st.epoch,
             total=cfg.train.epochs,
-            disable=None if cfg.train.progress and self.rank == 0 else True,
+            enabled=cfg.train.progress and self.rank == 0,
+            leave=True,
         )
         burn_in_row = burn_in(self) if st.epoch == 0 else {}  # SIWAE app. D.1, if the objective asks for it
         for epoch in epochs:
@@ -347,7 +346,7 @@ class Trainer:
             epochs.set_postfix(train=f"{row['train_loss']:.2f}", valid=f"{row.get('valid_loss', math.nan):.2f}")
             if self.rank == 0:
                 self._log(row)
-                tqdm.write(_epoch_line(row, cfg.train.epochs), file=sys.stderr)
+                progress.write(_epoch_line(row, cfg.train.epochs))
                 if good and (st.finished or st.epoch % cfg.train.checkpoint_every == 0):  # never an epoch of no step
                     state = asdict(st)
                     if objective_state := self.objective.state_dict():  # {}: a stateless objective
