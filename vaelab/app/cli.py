@@ -22,6 +22,7 @@ from vaelab.app.commands import (
     train,
 )
 from vaelab.errors import TrainingDiverged, UserError
+from vaelab.progress import DEFAULT_INTERVAL_S, INTERVAL_VARIABLE
 
 #: name -> module, in the order `vaelab --help` lists them.
 COMMANDS = {
@@ -53,7 +54,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
         help="CPU threads for torch (default: the config's 'threads', else $OMP_NUM_THREADS, else 1: more threads "
         "thrash when other jobs hold the cores; see README)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars (logs stay)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide progress: the bars on a terminal and, when stderr is a file or pipe, the progress lines written "
+        f"every ${INTERVAL_VARIABLE} s (default {DEFAULT_INTERVAL_S:.0f}); results, warnings and training's "
+        "per-epoch lines stay",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

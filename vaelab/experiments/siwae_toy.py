@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         default=PROBE_REPLICATES,
         help=f"gradient estimates per variance probe (default {PROBE_REPLICATES})",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars and progress lines (results stay)")
     args = p.parse_args(argv)
     try:
         results = run_toy(
