@@ -68,6 +68,14 @@ def test_lines_come_at_most_once_per_interval_and_a_postfix_prints_none(monkeypa
     assert quiet.getvalue() == ""  # a loop shorter than the interval reports nothing
 
 
+@pytest.mark.parametrize(("unit", "units"), [("batch", "batches"), ("epoch", "epochs"), ("pixel", "pixels")])
+def test_units_are_plural_in_a_line(monkeypatch, unit, units):
+    monkeypatch.setenv(INTERVAL_VARIABLE, "0")
+    out = io.StringIO()
+    list(progress(range(3), desc="d", unit=unit, file=out))
+    assert _counts(out.getvalue(), "d", 3, units)[-1] == 3
+
+
 def test_an_unknown_total_counts_without_a_percentage(monkeypatch):
     monkeypatch.setenv(INTERVAL_VARIABLE, "0")
     out = io.StringIO()

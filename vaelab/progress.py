@@ -100,10 +100,10 @@ def _is_terminal(stream: IO[str]) -> bool:
 
 
 def _plural(unit: str) -> str:
-    """'batch' -> 'batches', 'step' -> 'steps'; a symbol ('B', 'it') stays."""
+    """'batch' -> 'batches', 'epoch' -> 'epochs'; a symbol ('B', 'it') stays."""
     if len(unit) <= 2:
         return unit
-    return unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
+    return unit + ("es" if unit.endswith(("tch", "sh", "ss", "x")) else "s")
 
 
 class _LineBar(std_tqdm):
