@@ -43,6 +43,7 @@ from vaelab.data.dataset import derive_seed
 from vaelab.data.supervised import Supervised, predicts_labels
 from vaelab.errors import ConfigError, DataError, RunDirError, UserError
 from vaelab.evaluation import active_units, annealed, evaluate_log_likelihood, predict, stratified_summary
+from vaelab.evaluation.batches import saved_batches
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.likelihoods import Likelihood
 from vaelab.mcmc import simulate
@@ -52,7 +53,7 @@ from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.protocols import DecodedModel, GenerativeModel, HasPseudoInputs, LatentModel, Reconstructs
 from vaelab.recording import RECORD, Run, build_run, load, load_run, read_run_config, resolve_device
 from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
-from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance
+from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance, read_jsonl
 from vaelab.viz import (
     save_histogram,
     save_image_grid,
@@ -465,35 +466,14 @@ def evaluate(
 
 
 def _gumbel_temperature(run: Run) -> float | None:
-    """The Gumbel-Softmax temperature at which a CP-VAE run's weights were selected (best.safetensors: the last
-    epoch of metrics.jsonl whose validation loss is its best), for `nvlb_relaxed`; None unless the run trained with
-    the gumbel estimator and recorded its temperatures."""
+    """The Gumbel-Softmax temperature at which a CP-VAE run's weights were selected (best.safetensors: the epoch of
+    metrics.jsonl with the lowest validation loss), for `nvlb_relaxed`; None unless the run trained with the gumbel
+    estimator and recorded its temperatures."""
     if run.cfg.objective.type != "cpvae" or run.cfg.objective.options.get("estimator", "exact") != "gumbel":
         return None
-    path, tau = run.path / "metrics.jsonl", None
-    if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if (
-            "temperature" in row
-            and row.get("valid_loss") is not None
-            and row["valid_loss"] == row.get("best_valid_loss")
-        ):
-            tau = float(row["temperature"])
-    return tau
-
-
-def _check_writable_once(run: Run) -> None:
-    """`check_writable(run.path)`, on rank 0 alone under torchrun (its error raised on every rank)."""
-    if distributed.world()[1] > 1:
-        distributed.on_rank0(lambda: check_writable(run.path))
-    else:
-        check_writable(run.path)
-
-
-def _saved_batches(directory: Path) -> int:
-    return len(list(directory.glob("batch-*.pt"))) if directory.is_dir() else 0
+    rows = [m for m in read_jsonl(run.path / "metrics.jsonl") if "temperature" in m and m.get("valid_loss") is not None]
+    best = min(rows, key=lambda m: m["valid_loss"], default=None)  # the first best, as the trainer keeps it
+    return float(best["temperature"]) if best else None
 
 
 def evaluate_ais(
@@ -519,14 +499,14 @@ def evaluate_ais(
     settings are refused with a `ConfigError`), and the directory is removed once the result is written. Under
     torchrun every rank calls this: the batches are shared out over the ranks, rank 0 writes the result, and the
     other ranks return {}."""
-    _check_writable_once(run)
+    distributed.on_rank0(lambda: check_writable(run.path))  # rank 0 alone under torchrun, its error on every rank
     x = _data(run, split, subset)
     if not torch.is_tensor(x):
         raise DataError("AIS estimates log p(x) of an unsupervised model; this run's data are labelled")
     options = replace(options, batch_size=options.batch_size or batch_size)
     seed = run.cfg.seed + 2 if options.seed is None else options.seed
     partials = run.path / f"eval-{split}-ais-partial"
-    resumed = _saved_batches(partials)
+    resumed = saved_batches(partials)
     start = time.perf_counter()
     replicated = annealed.evaluate_ais(
         run.model,
@@ -580,7 +560,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     (`eval-bdmc-per-example.pt`). Batches of 100 points (or `options.batch_size`), each
     seeded by its index from the options' seed or else the config's seed + 3, shared out under torchrun and kept
     in `eval-bdmc-partial/` until the result is written, as `evaluate_ais`; rank 0 simulates the points."""
-    _check_writable_once(run)
+    distributed.on_rank0(lambda: check_writable(run.path))  # rank 0 alone under torchrun, its error on every rank
     if n < 1:
         raise DataError(f"BDMC needs at least one simulated point, got --subset {n}")
     if options.replicates != 1:
@@ -591,7 +571,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     start = time.perf_counter()
     x, z_star = distributed.broadcast_object(tuple(t.cpu() for t in simulate(run.model, n)))  # rank 0's points
     partials = run.path / "eval-bdmc-partial"
-    resumed = _saved_batches(partials)
+    resumed = saved_batches(partials)
     world = distributed.world()[1]
     r = annealed.evaluate_bdmc(
         run.model,

@@ -20,7 +20,7 @@ from torch.distributions import Distribution
 
 from vaelab import distributed
 from vaelab.errors import ConfigError
-from vaelab.evaluation.batches import PartialResults, digest, model_digest, seeded_batches
+from vaelab.evaluation.batches import PartialResults, digest, model_digest, seeded_batches, shared_seed
 from vaelab.mcmc.ais import AISResult, ReplicatedAIS, ais_replicates
 from vaelab.mcmc.bdmc import BDMCResult, bdmc
 from vaelab.mcmc.options import AISOptions
@@ -57,11 +57,8 @@ def _setup(
 ) -> tuple[AISOptions, int, PartialResults | None]:
     """The options with a seed (drawn from torch's generator on rank 0 when they have none; needed for
     `partials`), the batch size, and the partial results' store keyed by every setting that decides the results."""
-    if o.seed is None:
-        if partials is not None:
-            raise ConfigError("a resumable AIS evaluation (partial results) needs a seed in its options")
-        seed = int(torch.randint(2**62, ()))
-        o = dataclasses.replace(o, seed=distributed.broadcast_object(seed) if shard else seed)
+    seed = shared_seed(o.seed, shard=shard, resumable=partials is not None, what=f"{what.upper()} evaluation")
+    o = dataclasses.replace(o, seed=seed)
     n = data[0].shape[0]
     batch_size = o.batch_size or n
     store = None

@@ -48,6 +48,23 @@ def model_digest(model: nn.Module) -> str:
     return digest(*(state[k] for k in sorted(state)))
 
 
+def shared_seed(seed: int | None, *, shard: bool, resumable: bool, what: str) -> int:
+    """`seed`, or where it is None one drawn from torch's generator (rank 0's, broadcast under `shard`, so every rank
+    uses the same). A `resumable` evaluation (partial results on disk) needs it given: `ConfigError` naming `what`."""
+    if seed is not None:
+        return seed
+    if resumable:
+        raise ConfigError(f"a resumable {what} (partial results) needs a seed")
+    seed = int(torch.randint(2**62, ()))
+    return distributed.broadcast_object(seed) if shard else seed
+
+
+def saved_batches(directory: str | Path) -> int:
+    """How many batch results `directory` holds (`PartialResults`; 0 where there is no such directory)."""
+    directory = Path(directory)
+    return len(list(directory.glob("batch-*.pt"))) if directory.is_dir() else 0
+
+
 @contextlib.contextmanager
 def random_state(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
     """Within the block, torch's generators (the CPU's and `device`'s, if CUDA) start from `seed`; they are restored
@@ -87,7 +104,7 @@ class PartialResults:
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
             atomic_write_text(manifest, json.dumps(self.key, indent=2, sort_keys=True) + "\n")
-        self.resumed = len(list(self.directory.glob("batch-*.pt")))
+        self.resumed = saved_batches(self.directory)
         return self.resumed
 
     def path(self, j: int) -> Path:

@@ -47,7 +47,14 @@ from vaelab.config import GapsConfig
 from vaelab.data.dataset import derive_seed
 from vaelab.distributions import detach_parameters
 from vaelab.errors import ConfigError
-from vaelab.evaluation.batches import PartialResults, digest, model_digest, random_state, seeded_batches
+from vaelab.evaluation.batches import (
+    PartialResults,
+    digest,
+    model_digest,
+    random_state,
+    seeded_batches,
+    shared_seed,
+)
 from vaelab.evaluation.local_optimization import LOCAL_FAMILIES, local_family, optimize_local
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
 from vaelab.mcmc import ais
@@ -286,11 +293,7 @@ def measure_gaps(
     (equal for any number of ranks and for a continued call), on rank 0; None on the other ranks."""
     s = settings or GapsConfig()
     trained, families = _check(model, s)
-    if seed is None:
-        if partials is not None:
-            raise ConfigError("a resumable gap measurement (partial results) needs a seed")
-        seed = int(torch.randint(2**62, ()))
-        seed = distributed.broadcast_object(seed) if shard else seed
+    seed = shared_seed(seed, shard=shard, resumable=partials is not None, what="gap measurement")
     rank = distributed.world()[0] if shard else 0
     batch = _Batch(model, s, families, progress and rank == 0)
     device = batch.like.device
