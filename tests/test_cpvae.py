@@ -691,3 +691,26 @@ def test_evaluation_reads_the_temperature_of_the_selected_weights(tmp_path):
     assert runs._gumbel_temperature(run) == 0.7
     run.cfg.objective = ObjectiveConfig(type="cpvae", options={"estimator": "exact"})
     assert runs._gumbel_temperature(run) is None
+
+
+def test_conditional_prior_authors_init_and_freeze():
+    """`init: authors`: means in [0, 1), log-variances softplus(u; 1/2) in [2 log 2, 2 log(1 + e^(1/2))), as the
+    authors' code draws them (`train.freeze: [prior]` then keeps them fixed, as that code does)."""
+
+    def build(init: str) -> torch.nn.Module:
+        cfg = ModelConfig(
+            latent_dim=D,
+            encoder={"type": "mlp", "hidden": [8]},
+            decoder={"type": "linear"},
+            posterior={"type": "categorical_gaussian", "categories": 50},
+            prior={"type": "conditional", "init": init},
+            likelihood={"type": "gaussian", "variance": "fixed", "sigma": SIGMA},
+        )
+        return build_model(cfg, (X_DIM,))
+
+    prior = build("authors").prior
+    loc, log_var = prior.loc.detach(), prior.log_var.detach()
+    assert ((loc >= 0) & (loc < 1)).all() and loc.std() > 0.2
+    assert ((log_var >= 2 * math.log(2)) & (log_var < 2 * math.log1p(math.exp(0.5)))).all()
+    with pytest.raises(ConfigError, match="init must be"):
+        build("uniform")

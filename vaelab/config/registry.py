@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
@@ -292,7 +294,11 @@ _vampprior.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 
 
 def _conditional(
-    latent_dim: int, posterior: Any = None, categories: int | None = None, init_scale: float = 0.1
+    latent_dim: int,
+    posterior: Any = None,
+    categories: int | None = None,
+    init_scale: float = 0.1,
+    init: str = "normal",
 ) -> MixtureOfGaussians:
     """CP-VAE's conditional prior p(z, c) = p(c) p(z | c) with p(c) = 1/K and learned p(z | c = k) = N(mu_k, diag
     sigma_k^2) (Lavda et al., eqs. 4-5). Summing c out leaves the mixture-of-Gaussians prior with uniform weights,
@@ -301,7 +307,12 @@ def _conditional(
     The means start at N(0, init_scale^2) with init_scale = 0.1 (not the MoG prior's 1.0): with 40 latents, N(0, 1)
     means put the K conditionals tens of nats apart, the closed-form B2 = sum_k q(k|x) KL_k then pushes every x to
     the same nearest category before the encoder adapts, and q(c|x) saturates there (measured on MNIST and on the
-    1-D toy: q(c) perplexity 1.0 of K, KL(c) = log K); with 0.1 the categories stay in use."""
+    1-D toy: q(c) perplexity 1.0 of K, KL(c) = log K); with 0.1 the categories stay in use.
+
+    `init: authors` starts p(z | c) as the CP-VAE authors' code does (macio232/cp-vae, models/cp_vae_z_xc.py, commit
+    cdc65c7): means U(0, 1), log-variances softplus(u; beta = 1/2) with u ~ U(0, 1) (their KL_continuous reads the
+    softplus as a log-variance). That code never hands these tensors to the optimiser, so it keeps them fixed: add
+    `train.freeze: [prior]` for the same (the paper, eq. 5, learns them)."""
     family = posterior.family if isinstance(posterior, Amortized) else None
     if categories is None and isinstance(family, CategoricalGaussian):
         categories = family.categories
@@ -310,7 +321,14 @@ def _conditional(
         raise ConfigError(
             "prior conditional needs categories: K, or a posterior {type: categorical_gaussian} to take K from"
         )
-    return MixtureOfGaussians(latent_dim, k, learn_weights=False, init_scale=init_scale)
+    if init not in ("normal", "authors"):
+        raise ConfigError(f"prior conditional: init must be 'normal' or 'authors', got {init!r}")
+    prior = MixtureOfGaussians(latent_dim, k, learn_weights=False, init_scale=init_scale)
+    if init == "authors":
+        with torch.no_grad():
+            prior.loc.uniform_(0.0, 1.0)
+            prior.log_var.copy_(F.softplus(torch.rand_like(prior.log_var), beta=0.5))
+    return prior
 
 
 # --- the tables: one line per config name ------------------------------------------------------------------
