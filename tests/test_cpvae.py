@@ -714,3 +714,35 @@ def test_conditional_prior_authors_init_and_freeze():
     assert ((log_var >= 2 * math.log(2)) & (log_var < 2 * math.log1p(math.exp(0.5)))).all()
     with pytest.raises(ConfigError, match="init must be"):
         build("uniform")
+
+
+def test_kl_z_at_the_draw_is_the_authors_b2():
+    """sum_k q(k|x) KL(q(z|x,c~) || p(z|k)) against a brute-force sum of torch Normal KLs; equal to eq. 8's B2 when
+    q(z | x, c) does not depend on c; refused without the Gumbel estimator."""
+    from torch.distributions import Normal
+
+    from vaelab.objectives.cpvae import _gumbel_terms, kl_z_at_the_draw
+
+    torch.manual_seed(3)
+    model, x = linear_cpvae(), data(6)
+    q = model.posterior(x)
+    _, q_z = _gumbel_terms(model, x, q, 4, 0.7, False)  # batch [4, 6]
+    got = kl_z_at_the_draw(q, q_z, model.prior)
+    pi, prior = q.log_weights.exp(), model.prior
+    brute = torch.zeros(6, dtype=torch.float64)
+    for s, b, k in itertools.product(range(4), range(6), range(K)):
+        qn = Normal(q_z.loc[s, b], q_z.scale[s, b])
+        pn = Normal(prior.loc[k], (0.5 * prior.log_var[k]).exp())
+        brute[b] += pi[b, k] * torch.distributions.kl_divergence(qn, pn).sum() / 4
+    torch.testing.assert_close(got, brute)
+    with torch.no_grad():
+        model.posterior_family.joint.weight[:, model.posterior_family.in_features :].zero_()
+    q = model.posterior(x)
+    _, q_z = _gumbel_terms(model, x, q, 2, 0.7, False)
+    torch.testing.assert_close(kl_z_at_the_draw(q, q_z, model.prior), kl_terms(q, model.prior)[1])
+    bound = CPVAEBound(estimator="gumbel", kl_z="at_the_draw")
+    assert torch.isfinite(bound(model, x)).all()
+    with pytest.raises(ConfigError, match="at_the_draw"):
+        CPVAEBound(estimator="exact", kl_z="at_the_draw")
+    with pytest.raises(ConfigError, match="kl_z must be"):
+        CPVAEBound(kl_z="draw")

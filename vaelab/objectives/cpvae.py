@@ -17,6 +17,9 @@ calculate_lower_bound, both through calculate_loss): that value is not a bound o
 decoder can read c~'s continuous values, which B1 does not pay for. It exists to measure what their protocol selects
 and reports (early stopping on it, `vaelab evaluate`'s `nvlb_relaxed`).
 
+`kl_z: at_the_draw` (an ablation, not the bound) replaces B2 by the authors' code's sum_k q(k | x) KL(q(z | x, c~) ||
+p(z | k)): the one Gaussian of the Gumbel draw c~ against every p(z | k) (`kl_z_at_the_draw`).
+
 The temperature of epoch e (0-based) when anneal_rate r > 0 (the paper gives no schedule):
   * `anneal: exponential`: tau_e = max(min_temperature, temperature * exp(-r e));
   * `anneal: compound` (the authors' code, utils/training.py: tau <- max(tau_min, tau * exp(-r n)) at the start of
@@ -40,6 +43,7 @@ import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
+from vaelab.distributions import DiagonalNormal
 from vaelab.distributions.gumbel_softmax import relaxed_one_hot
 from vaelab.errors import ConfigError
 from vaelab.models.cpvae import conditional_pair, every_category, log_likelihood_given, prior_conditionals
@@ -49,6 +53,7 @@ from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
 
 ESTIMATORS = ("exact", "gumbel")
 ANNEALING = ("exponential", "compound")
+KL_Z = ("per_category", "at_the_draw")
 
 
 @dataclass
@@ -100,10 +105,25 @@ def gumbel_reconstruction(
 ) -> Tensor:
     """A ~ (1/S) sum_s log p(x | z_s, c~_s), c~_s Gumbel-Softmax at `temperature` (0: exact one-hot draws), z_s ~
     q(z | x, c~_s) pathwise (eq. 11): `[B]`."""
+    return _gumbel_terms(model, x, q, samples, temperature, straight_through)[0]
+
+
+def _gumbel_terms(
+    model, x: Tensor, q: CategoricalGaussianPosterior, samples: int, temperature: float, straight_through: bool
+) -> tuple[Tensor, DiagonalNormal]:
+    """(A `[B]` as `gumbel_reconstruction`, q(z | x, c~_s) with batch `[S, B]`)."""
     log_pi = q.log_weights
     c = relaxed_one_hot(log_pi.expand(samples, *log_pi.shape), temperature, straight_through)  # [S, B, K]
-    z = q.given(c).rsample()  # [S, B, D]
-    return log_likelihood_given(model, x, z, c).mean(0)
+    q_z = q.given(c)
+    return log_likelihood_given(model, x, q_z.rsample(), c).mean(0), q_z
+
+
+def kl_z_at_the_draw(q: CategoricalGaussianPosterior, q_z: DiagonalNormal, prior: MixtureOfGaussians) -> Tensor:
+    """The authors' code's B2 (macio232/cp-vae models/cp_vae_z_xc.py): sum_k q(k | x) KL(q(z | x, c~) || p(z | k))
+    with the one Gaussian q(z | x, c~) of the Gumbel draw c~ against every p(z | k), averaged over the S draws:
+    `[B]`. Not eq. 8 (which has q(z | x, k) in term k), so not the bound; an ablation option."""
+    at_draw = DiagonalNormal(q_z.loc.unsqueeze(-2), q_z.scale.unsqueeze(-2), q_z.log_scale.unsqueeze(-2))
+    return (q.log_weights.exp() * kl_divergence(at_draw, prior_conditionals(prior))).sum(-1).mean(0)  # [S, B, K]
 
 
 def joint_log_weights(model, x: Tensor, z: Tensor, q) -> LogWeights:
@@ -133,6 +153,7 @@ class CPVAEBound(Objective):
         anneal: str = "exponential",
         straight_through: bool = False,
         relaxed_scoring: bool = False,
+        kl_z: str = "per_category",
     ) -> None:
         if anneal not in ANNEALING:
             raise ConfigError(f"objective cpvae: anneal must be one of {', '.join(ANNEALING)}, not {anneal!r}")
@@ -140,6 +161,12 @@ class CPVAEBound(Objective):
             raise ConfigError(f"objective cpvae: estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
         if samples < 1:
             raise ConfigError(f"objective cpvae: samples must be >= 1, got {samples}")
+        if kl_z not in KL_Z:
+            raise ConfigError(f"objective cpvae: kl_z must be one of {', '.join(KL_Z)}, not {kl_z!r}")
+        if kl_z == "at_the_draw" and estimator != "gumbel":
+            raise ConfigError(
+                "objective cpvae: kl_z at_the_draw uses the Gumbel-Softmax draw; it needs estimator: gumbel"
+            )
         if relaxed_scoring and estimator != "gumbel":
             raise ConfigError(
                 "objective cpvae: relaxed_scoring scores with the Gumbel-Softmax c~; it needs estimator: gumbel"
@@ -153,6 +180,7 @@ class CPVAEBound(Objective):
         self.estimator, self.samples, self.straight_through = estimator, samples, straight_through
         self.initial_temperature, self.min_temperature, self.anneal_rate = temperature, min_temperature, anneal_rate
         self.anneal, self.temperature, self.relaxed_scoring = anneal, temperature, relaxed_scoring
+        self.kl_z = kl_z
 
     def set_epoch(self, epoch: int) -> None:
         """Set the Gumbel-Softmax temperature of epoch `epoch` (0-based; the trainer calls this each epoch): the
@@ -172,11 +200,13 @@ class CPVAEBound(Objective):
         _, prior = conditional_pair(model, "objective cpvae")
         q = model.posterior(x)
         if self.estimator == "exact":
-            rec = exact_reconstruction(model, x, q, self.samples)
-        else:
-            tau = self.temperature if torch.is_grad_enabled() or self.relaxed_scoring else 0.0
-            rec = gumbel_reconstruction(model, x, q, self.samples, tau, self.straight_through)
-        return CPVAETerms(rec, *kl_terms(q, prior))
+            return CPVAETerms(exact_reconstruction(model, x, q, self.samples), *kl_terms(q, prior))
+        tau = self.temperature if torch.is_grad_enabled() or self.relaxed_scoring else 0.0
+        rec, q_z = _gumbel_terms(model, x, q, self.samples, tau, self.straight_through)
+        kl_c, kl_z, entropy = kl_terms(q, prior)
+        if self.kl_z == "at_the_draw":
+            kl_z = kl_z_at_the_draw(q, q_z, prior)
+        return CPVAETerms(rec, kl_c, kl_z, entropy)
 
     def __call__(self, model, x: Tensor, beta: float = 1.0, entropy_weight: float = 1.0) -> Tensor:
         return self.terms(model, x).annealed(beta, entropy_weight)
@@ -184,5 +214,5 @@ class CPVAEBound(Objective):
     def __repr__(self) -> str:
         return (
             f"CPVAEBound(estimator={self.estimator!r}, samples={self.samples}, temperature={self.temperature:g}, "
-            f"straight_through={self.straight_through}, relaxed_scoring={self.relaxed_scoring})"
+            f"straight_through={self.straight_through}, relaxed_scoring={self.relaxed_scoring}, kl_z={self.kl_z!r})"
         )
