@@ -650,15 +650,6 @@ CIFAR10 = DatasetSpec(
     binarization="none",
     variants=(
         Variant(
-            key="batches",
-            description="extracted cifar-10-batches-py files",
-            files=tuple(
-                FileSpec(name, checksums=(f"md5:{md5}",), aliases=(f"{_CIFAR_DIR}/{name}",))
-                for name, md5 in _CIFAR_BATCHES.items()
-            ),
-            parse=_parse_cifar_batches,
-        ),
-        Variant(
             key="tar",
             description="the python-version archive cifar-10-python.tar.gz",
             files=(
@@ -672,6 +663,15 @@ CIFAR10 = DatasetSpec(
                 ),
             ),
             parse=_parse_cifar_tar,
+        ),
+        Variant(
+            key="batches",
+            description="extracted cifar-10-batches-py files",
+            files=tuple(
+                FileSpec(name, checksums=(f"md5:{md5}",), aliases=(f"{_CIFAR_DIR}/{name}",))
+                for name, md5 in _CIFAR_BATCHES.items()
+            ),
+            parse=_parse_cifar_batches,
         ),
     ),
     build=_build_cifar,
