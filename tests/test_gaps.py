@@ -18,6 +18,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaelab.config import GapsConfig, ModelConfig, load_config
 from vaelab.config.build import build_model
+from vaelab.data import DATASETS
 from vaelab.distributions.auxiliary_flow import AuxiliaryFlowDistribution
 from vaelab.errors import ConfigError
 from vaelab.evaluation import importance_sampled_log_likelihood
@@ -246,7 +247,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "cremer").gl
 def test_cremer_configs_load_and_build(path):
     for budget in ("quick", "full"):
         cfg = load_config(path, budget=budget)
-        model = build_model(cfg.model, (1, 28, 28))
+        model = build_model(cfg.model, DATASETS[cfg.data.name].event_shape)
         assert cfg.gaps.families and model.latent_dim == cfg.model.latent_dim
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.errors import ConfigError
+from vaelab.evaluation.batches import in_eval_mode
 from vaelab.evaluation.loglik import evaluate_log_likelihood
 from vaelab.mcmc import ais_replicates
 from vaelab.mcmc.options import AISOptions, resolve
@@ -79,6 +80,7 @@ def as_estimable(model: Any, x: Tensor) -> DecodedModel | JointOnly:
     return JointOnly(model, _device(model, x), math.prod(x.shape[1:]))
 
 
+@in_eval_mode
 def evaluate(model: Any, x: Tensor, samples: int = 5000, batch_size: int = 100, progress: bool = True) -> dict:
     """Importance-sampled log p(x) with q(z | x) as proposal (k = `samples`) and the ELBO, for x `[N, *event]`:
     the keys `vaelab evaluate` writes to `eval-<split>.json` (`is_samples`, `log_likelihood` with its se over data
@@ -109,6 +111,7 @@ def _ais_options(model: Any, options: AISOptions | str | None, preset: str | Non
     return resolve(options if options is not None else preset, settings)
 
 
+@in_eval_mode
 def ais(
     model: Any,
     x: Tensor,
@@ -138,6 +141,7 @@ def ais(
     return {**run.summary(), "per_example": {"log_likelihood": run.log_likelihood.cpu()}}
 
 
+@in_eval_mode
 def bdmc(
     model: Any,
     x: Tensor | int,

@@ -35,6 +35,8 @@ from vaelab.nets import (
     GatedConvEncoder,
     GatedMLP,
     PixelCNN,
+    StridedConvEncoder,
+    StridedDeconvDecoder,
     TFPConvDecoder,
     TFPConvEncoder,
 )
@@ -352,6 +354,18 @@ NETWORKS: Registry[nn.Module] = Registry(
         "tfp_conv_decoder": _checked(
             TFPConvDecoder,
             _decoder_only("tfp_conv_decoder maps latents to the likelihood's parameters; use it as model.decoder"),
+            ("out_features",),
+        ),
+        "strided_conv_encoder": _checked(
+            StridedConvEncoder,
+            _reads_images("strided_conv_encoder", short=True),
+            ("in_features", "event_shape", "out_features"),
+        ),
+        "strided_deconv_decoder": _checked(
+            StridedDeconvDecoder,
+            _decoder_only(
+                "strided_deconv_decoder maps latents to the likelihood's parameters; use it as model.decoder"
+            ),
             ("out_features",),
         ),
         "pixelcnn": _checked(

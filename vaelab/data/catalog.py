@@ -10,6 +10,10 @@ Checksums (every one was checked against real data; see each entry):
   of the official uncompressed files (so ``mnist.npz`` is byte-identical to the official release).
 * Fashion-MNIST IDX: upstream ``.gz`` md5s, and uncompressed sha256s computed from Debian's
   ``dataset-fashion-mnist`` (its ``.gz`` were recompressed; the uncompressed bytes equal upstream's).
+* CIFAR-10 (``cifar-10-python.tar.gz`` from https://www.cs.toronto.edu/~kriz/, and its extracted
+  ``cifar-10-batches-py/`` files): the md5s torchvision publishes (``torchvision/datasets/cifar.py``: ``tgz_md5``,
+  ``train_list``, ``test_list``, ``meta``) and the archive's sha256 that Keras checks
+  (``keras/datasets/cifar10.py``, ``file_hash``); 170,498,071 bytes.
 * ``.mat`` files: the md5s published for them. ``frey_rawface.mat`` has no published checksum: its
   parsed 1965x560 pixel array must hash to the sha256 of ``freyfaces.npz``'s images.
 
@@ -31,6 +35,10 @@ Splits and randomness (all documented in ``Dataset.source`` too):
 * ``freyfaces``: a random permutation of the 1,965 frames seeded by ``seed`` gives 1,565 / 200 / 200.
 * ``omniglot``: train = first 23,000 of Burda's 24,345 training images, valid = the last 1,345 (file
   order; VampPrior shuffles first with an unseeded RNG, which cannot be reproduced), test = 8,070.
+* ``cifar10``: Cremer et al.'s split (their loader, lxuechen/inference-suboptimality ``loader.py`` ``CIFAR10``,
+  ``valid_size=0.1``: ``valid_idx = indices[:5000]``): valid = the first 5,000 of the 50,000 training images
+  (file order: ``data_batch_1`` first), train = the other 45,000, test = the 10,000 test images; 8-bit RGB
+  ``[3, 32, 32]`` levels k/255, i.e. "rescaled to [0, 1]" (sec. 6.1.3), not binarized.
 * ``mnist_column``: MNIST's files and splits, each image reduced to its centre column (column 14 of 0..27,
   top to bottom), gray levels k/255 (SIWAE sec. 4.2: classification from the centremost column).
 """
@@ -57,6 +65,7 @@ CALTECH_SPLIT_SIZES = (4100, 2264, 2307)
 MNIST_VALID = 10000
 FASHION_THRESHOLD_VALID = 5000
 OMNIGLOT_VALID = 1345
+CIFAR_VALID = 5000
 
 _MNIST_IDX_BASES = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -569,6 +578,107 @@ OMNIGLOT = DatasetSpec(
     split_sizes={"train": 23000, "valid": 1345, "test": 8070},
 )
 
+# ---------------------------------------------------------------------------------------------- cifar10
+
+_CIFAR_BATCHES = {  # file -> md5 (torchvision/datasets/cifar.py)
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_TAR = "cifar-10-python.tar.gz"
+
+
+def _cifar_batch(data: bytes, what: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch: ``data`` uint8 ``[N, 3072]`` (1,024 red, then green, then blue values, rows top to
+    bottom) -> images ``[N, 3, 32, 32]`` and int64 labels ``[N]`` in 0..9."""
+    d = formats.read_pickled_dict(data, what)
+    if "data" not in d or "labels" not in d:
+        raise CorruptFile(f"{what} lacks 'data' or 'labels' (has {sorted(d)}); delete it and fetch it again")
+    x = _need(np.asarray(d["data"]), (n, 3072), what)
+    y = np.asarray(d["labels"], dtype=np.int64).reshape(-1)
+    if x.dtype != np.uint8 or len(y) != len(x) or (len(y) and (y.min() < 0 or y.max() > 9)):
+        raise CorruptFile(
+            f"{what}: expected uint8 pixels and one label in 0..9 per image; delete it and fetch it again"
+        )
+    return np.ascontiguousarray(x.reshape(-1, 3, 32, 32)), y
+
+
+def _parse_cifar_batches(p: Mapping[str, bytes]) -> Arrays:
+    """The seven files of ``cifar-10-batches-py`` -> ``x_train`` ``[N, 3, 32, 32]`` (N = 50,000: ``data_batch_1``
+    to ``_5`` in order), ``y_train``, ``x_test`` ``[10000, 3, 32, 32]``, ``y_test`` (``batches.meta`` must name the
+    10 classes)."""
+    meta = formats.read_pickled_dict(p["batches.meta"], "batches.meta")
+    if len(meta.get("label_names", ())) != 10:
+        raise CorruptFile("batches.meta does not name 10 classes: not CIFAR-10; delete it and fetch it again")
+    train = [_cifar_batch(p[f"data_batch_{i}"], f"data_batch_{i}") for i in range(1, 6)]
+    x_test, y_test = _cifar_batch(p["test_batch"], "test_batch")
+    out = {
+        "x_train": np.concatenate([x for x, _ in train]),
+        "y_train": np.concatenate([y for _, y in train]),
+        "x_test": x_test,
+        "y_test": y_test,
+    }
+    return out  # 50,000 and 10,000 images in the verified files (10,000 per batch)
+
+
+def _parse_cifar_tar(p: Mapping[str, bytes]) -> Arrays:
+    members = formats.read_tar_members(p[_CIFAR_TAR], _CIFAR_TAR, [f"{_CIFAR_DIR}/{n}" for n in _CIFAR_BATCHES])
+    return _parse_cifar_batches({n.rpartition("/")[2]: b for n, b in members.items()})
+
+
+def _build_cifar(a: Arrays, v: Variant, seed: int) -> Built:
+    x, y, n = a["x_train"], a["y_train"], CIFAR_VALID
+    if len(x) <= n:
+        raise CorruptFile(f"CIFAR-10 has {len(x)} training images, fewer than the {n} held out; fetch it again")
+    return Built(
+        pixels={"train": x[n:], "valid": x[:n], "test": a["x_test"]},
+        labels={"train": y[n:], "valid": y[:n], "test": a["y_test"]},
+        note="valid = first 5,000 training images (Cremer et al.'s loader), train = the other 45,000; levels k/255",
+    )
+
+
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    description="CIFAR-10 32x32 RGB, levels k/255: 45,000/5,000/10,000 (valid = first 5,000 of train), labels 0..9",
+    event_shape=(3, 32, 32),
+    value_kind="gray",
+    binarization="none",
+    variants=(
+        Variant(
+            key="tar",
+            description="the python-version archive cifar-10-python.tar.gz",
+            files=(
+                FileSpec(
+                    _CIFAR_TAR,
+                    checksums=(
+                        "md5:c58f30108f718f92721af3b95e74349a",  # torchvision tgz_md5
+                        "sha256:6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",  # Keras file_hash
+                    ),
+                    urls=(f"https://www.cs.toronto.edu/~kriz/{_CIFAR_TAR}",),
+                ),
+            ),
+            parse=_parse_cifar_tar,
+        ),
+        Variant(
+            key="batches",
+            description="extracted cifar-10-batches-py files",
+            files=tuple(
+                FileSpec(name, checksums=(f"md5:{md5}",), aliases=(f"{_CIFAR_DIR}/{name}",))
+                for name, md5 in _CIFAR_BATCHES.items()
+            ),
+            parse=_parse_cifar_batches,
+        ),
+    ),
+    build=_build_cifar,
+    has_labels=True,
+    split_sizes={"train": 45000, "valid": CIFAR_VALID, "test": 10000},
+)
+
 # ----------------------------------------------------------------------------------------- mnist_column
 
 MNIST_CENTRE_COLUMN = 14
@@ -618,5 +728,6 @@ for _spec in (
     FREYFACES,
     OMNIGLOT,
     MNIST_COLUMN,
+    CIFAR10,
 ):
     register(_spec, replace=True)

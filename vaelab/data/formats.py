@@ -1,4 +1,5 @@
-"""Parsers for the file formats datasets come in: ``.npz``, IDX, ``.amat`` text and MATLAB ``.mat``.
+"""Parsers for the file formats datasets come in: ``.npz``, IDX, ``.amat`` text, MATLAB ``.mat``, ``.tar`` archives
+and the pickled numpy batches of CIFAR's "python version".
 
 Each parser takes bytes that have already been checksum-verified (or, for ``.mat`` files without a
 trusted file checksum, bytes whose parsed arrays are verified next) and returns numpy arrays.
@@ -8,6 +9,8 @@ Malformed content raises :class:`~vaelab.errors.CorruptFile`.
 from __future__ import annotations
 
 import io
+import pickle
+import tarfile
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -89,6 +92,55 @@ def mat_array(mat: dict[str, Any], key: str, what: str) -> np.ndarray:
 def column_major_to_upright(x: np.ndarray, h: int, w: int) -> np.ndarray:
     """Images stored as MATLAB column-major vectors ``[N, h*w]`` -> upright ``[N, h, w]``."""
     return np.ascontiguousarray(x.reshape(-1, w, h).transpose(0, 2, 1))
+
+
+def read_tar_members(data: bytes, what: str, names: Sequence[str]) -> dict[str, bytes]:
+    """The bytes of members ``names`` of an (uncompressed) tar archive, read in memory (nothing is extracted)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            out = {}
+            for name in names:
+                try:
+                    member = tar.getmember(name)
+                except KeyError:
+                    member = None
+                handle = tar.extractfile(member) if member is not None and member.isfile() else None
+                if handle is None:
+                    raise _corrupt(what, f"the archive has no file {name!r}")
+                out[name] = handle.read()
+            return out
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise _corrupt(what, f"not a valid tar archive ({e})") from None
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles only builtin containers and numpy arrays: any other global (a function, a class) is refused, so a
+    pickle cannot run code. Python 2 strings are read as latin-1 (numpy's own advice for Python 2 pickles)."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_pickled_dict(data: bytes, what: str) -> dict[str, Any]:
+    """A pickled dict of numpy arrays, lists and strings (CIFAR's batches), keys as ``str`` (Python 2 pickles'
+    byte-string keys decoded); refuses pickles of anything else."""
+    try:
+        obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except Exception as e:  # pickle raises many types (UnpicklingError, EOFError, ValueError, ...)
+        raise _corrupt(what, f"not a readable pickle of arrays ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise _corrupt(what, f"expected a pickled dict, got {type(obj).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
 
 
 def to_uint8_levels(x: np.ndarray, what: str, binary: bool) -> np.ndarray:

@@ -20,7 +20,14 @@ from torch.distributions import Distribution
 
 from vaelab import distributed
 from vaelab.errors import ConfigError
-from vaelab.evaluation.batches import PartialResults, digest, model_digest, seeded_batches, shared_seed
+from vaelab.evaluation.batches import (
+    PartialResults,
+    digest,
+    in_eval_mode,
+    model_digest,
+    seeded_batches,
+    shared_seed,
+)
 from vaelab.mcmc.ais import AISResult, ReplicatedAIS, ais_replicates
 from vaelab.mcmc.bdmc import BDMCResult, bdmc
 from vaelab.mcmc.options import AISOptions
@@ -77,6 +84,7 @@ def _device(model, x: Tensor, device: torch.device | str | None) -> torch.device
 
 
 @torch.no_grad()
+@in_eval_mode
 def evaluate_ais(
     model: Any,
     data: Tensor,
@@ -111,6 +119,7 @@ def evaluate_ais(
 
 
 @torch.no_grad()
+@in_eval_mode
 def evaluate_bdmc(
     model: Any,
     x: Tensor,

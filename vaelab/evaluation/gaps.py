@@ -50,6 +50,7 @@ from vaelab.errors import ConfigError
 from vaelab.evaluation.batches import (
     PartialResults,
     digest,
+    in_eval_mode,
     model_digest,
     random_state,
     seeded_batches,
@@ -268,6 +269,7 @@ def _state(module: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+@in_eval_mode
 def measure_gaps(
     model,
     data: Tensor,
@@ -306,7 +308,6 @@ def measure_gaps(
             PartialResults(Path(partials) / "selection", key),
             PartialResults(Path(partials) / "fresh-ais", {**key, "evaluation": "gaps, fresh AIS"}),
         ]
-    model.eval()
     start = time.perf_counter()
     last = (n - 1) // size
 
