@@ -54,7 +54,7 @@ def test_numbers_by_hand(tmp_path, capsys):
     b = _hand_made(tmp_path / "b", [0.0, 2.0, 1.0, 5.0])
     assert cli.main(["compare", str(a), str(b), "--json"]) == 0
     out = capsys.readouterr().out
-    r = json.loads((tmp_path / "compare-a-vs-b-test-is-log_likelihood.json").read_text())
+    r = json.loads((a / "compare-b-test-is-log_likelihood.json").read_text())
     # d = a - b = [1, 0, 2, -1]: mean 0.5, var (0.25 + 0.25 + 2.25 + 2.25) / 3 = 5/3, se sqrt(5/3) / 2
     assert r["n"] == 4 and r["mean_diff"] == pytest.approx(0.5)
     assert r["sd_diff"] == pytest.approx(math.sqrt(5 / 3)) and r["se_diff"] == pytest.approx(math.sqrt(5 / 3) / 2)
@@ -64,7 +64,7 @@ def test_numbers_by_hand(tmp_path, capsys):
     assert (r["frac_a_greater"], r["frac_ties"]) == (0.5, 0.25)  # 1 > 0 and 3 > 1; 2 = 2
     assert r["z"] == pytest.approx(0.5 / (math.sqrt(5 / 3) / 2))
     assert "A - B: 0.500 (paired se 0.645" in out and "A > B on 50.0% of points (ties 25.0%)" in out
-    assert (tmp_path / "compare-a-vs-b-test-is-log_likelihood.png").stat().st_size > 0
+    assert (a / "compare-b-test-is-log_likelihood.png").stat().st_size > 0
     # the other metric of the file, and the figure and numbers where asked
     assert cli.main(["compare", str(a), str(b), "--metric", "ess", "--out", str(tmp_path / "f.png"),
                      "--json", str(tmp_path / "n.json")]) == 0  # fmt: skip
@@ -88,7 +88,7 @@ def test_other_points_are_refused(tmp_path, capsys, b_kwargs, says):
     assert cli.main(["compare", str(a), str(b)]) == 2
     (err,) = capsys.readouterr().err.strip().splitlines()
     assert err.startswith("vaelab compare: error: ") and says in err
-    assert not list(tmp_path.glob("*.png"))  # nothing written
+    assert not list(tmp_path.rglob("*.png"))  # nothing written
 
 
 def test_missing_files_and_unknown_metric(tmp_path, capsys):
@@ -156,3 +156,18 @@ def test_trained_runs_on_other_points_or_before_digests(pair, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["compare", str(a), str(b)]) == 2
     assert "16 test points of 'mnist_static' in both, but their data digests differ" in capsys.readouterr().err
+
+
+def test_the_figure_goes_into_run_a_named_by_run_b(tmp_path, capsys):
+    a = _hand_made(tmp_path / "aiwae" / "mnist" / "k5_t5", [1.0, 2.0, 3.0])
+    b = _hand_made(tmp_path / "iwae_mnist" / "k5", [0.5, 2.5, 2.0])
+    assert cli.main(["compare", str(a), str(b), "--json"]) == 0
+    assert sorted(p.name for p in a.iterdir() if p.name.startswith("compare-")) == [
+        "compare-iwae_mnist_k5-test-is-log_likelihood.json",
+        "compare-iwae_mnist_k5-test-is-log_likelihood.png",
+    ]
+    assert json.loads((a / "compare-iwae_mnist_k5-test-is-log_likelihood.json").read_text())[
+        "mean_diff"
+    ] == pytest.approx(1 / 3)
+    assert cli.main(["compare", str(a), str(b), "--out", str(tmp_path / "nowhere" / "f.png")]) == 2
+    assert "its directory does not exist" in capsys.readouterr().err

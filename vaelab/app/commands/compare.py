@@ -9,8 +9,9 @@ digested). Any difference is a one-line error naming it; unpaired numbers are ne
 
 Prints mean(A - B) over the points with its standard error sd(A - B) / sqrt(n) (`vaelab.evaluation.paired`), the
 two means with their own se over points, n and the share of points where A > B; writes a figure (B against A per
-point, and the histogram of A - B) to `--out`, by default `compare-<A>-vs-<B>-<split>-<estimator>-<metric>.png` in
-the two runs' common directory, and with `--json` the numbers beside it (same name, .json) or into the file given.
+point, and the histogram of A - B) to `--out`, by default `RUN_A/compare-<B>-<split>-<estimator>-<metric>.png` (<B>
+RUN_B's path below the two runs' common directory, '/' as '_'), and with `--json` the numbers beside it (same name,
+.json) or into the file given.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     c.add_argument(
         "--out",
         metavar="PNG",
-        help="the figure (default: compare-<A>-vs-<B>-<split>-<estimator>-<metric>.png in the runs' common directory)",
+        help="the figure (default: RUN_A/compare-<B>-<split>-<estimator>-<metric>.png, <B> RUN_B's path below the two "
+        "runs' common directory with '/' as '_')",
     )
     c.add_argument(
         "--json",
@@ -177,8 +179,11 @@ def compare(run_a: str | Path, run_b: str | Path, split: str = "test", estimator
 
 
 def default_figure(run_a: Path, run_b: Path, split: str, estimator: str, metric: str) -> Path:
-    common = Path(os.path.commonpath([run_a.resolve(), run_b.resolve()]))
-    return common / f"compare-{run_a.resolve().name}-vs-{run_b.resolve().name}-{split}-{estimator}-{metric}.png"
+    """`RUN_A/compare-<B>-<split>-<estimator>-<metric>.png`, <B> RUN_B's path below the two runs' common directory
+    with '/' as '_' (e.g. `results/aiwae/mnist/k5_t5/compare-iwae_mnist_k5-test-ais-log_likelihood.png`)."""
+    a, b = run_a.resolve(), run_b.resolve()
+    name = "_".join(b.relative_to(os.path.commonpath([a, b])).parts) or b.name
+    return a / f"compare-{name}-{split}-{estimator}-{metric}.png"
 
 
 def command(args: argparse.Namespace) -> int:
