@@ -1,4 +1,4 @@
-"""The `vaelab` command line: train, evaluate, sample, datasets, gaps, sweep, report, ledger.
+"""The `vaelab` command line: train, evaluate, sample, datasets, gaps, sweep, report, compare, ledger.
 
 Each command is a module of `vaelab.app.commands`. User errors (bad config, missing data, wrong run directory)
 print one line and exit with status 2; a Ctrl-C prints how to resume and exits with 130.
@@ -12,6 +12,7 @@ import sys
 from vaelab.app.argtypes import positive_int
 from vaelab.app.commands import (
     EPILOG,
+    compare,
     datasets,
     evaluate,
     gaps,
@@ -33,6 +34,7 @@ COMMANDS = {
     "gaps": gaps,  # the inference-gap analysis (Cremer et al. 2018)
     "sweep": sweep,  # a grid of runs tabulated (SIWAE's K x T studies)
     "report": report,  # AIWAE Table 1 rows (NLL, NVLB, var and gen gaps, active units)
+    "compare": compare,  # two runs paired on the same points (mean difference and its se)
     "ledger": ledger,  # results/ (shipped runs) and its generated README
 }
 

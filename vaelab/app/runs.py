@@ -43,7 +43,7 @@ from vaelab.data.dataset import derive_seed
 from vaelab.data.supervised import Supervised, predicts_labels
 from vaelab.errors import ConfigError, DataError, RunDirError, UserError
 from vaelab.evaluation import active_units, annealed, evaluate_log_likelihood, predict, stratified_summary
-from vaelab.evaluation.batches import saved_batches
+from vaelab.evaluation.batches import digest, saved_batches
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.likelihoods import Likelihood
 from vaelab.mcmc import simulate
@@ -381,6 +381,13 @@ def _data(run: Run, split: str, subset: int | None) -> torch.Tensor:
     return x[:subset] if subset else x
 
 
+def data_digest(x: torch.Tensor | Supervised) -> str:
+    """sha256 of the evaluated points (`vaelab.evaluation.batches.digest` of the inputs `[N, *event]`; of a labelled
+    split, its inputs), written into `eval-<split>.json` and `eval-<split>-ais.json` as `data_digest`: `vaelab
+    compare` pairs two runs' per-example values only when it is the same."""
+    return digest(x.inputs if isinstance(x, Supervised) else x)
+
+
 def evaluate(
     run: Run,
     split: str = "test",
@@ -419,7 +426,7 @@ def evaluate(
     batch_seeds = batch_seeds or world > 1
     start = time.perf_counter()
     torch.manual_seed(run.cfg.seed + 1)
-    result = {"split": split, "dataset": run.dataset.name}
+    result = {"split": split, "dataset": run.dataset.name, "data_digest": data_digest(x)}
     if isinstance(run.model, LatentModel):
         over_c = reads_category(run.model)  # CP-VAE's p(x | z, c): IS stratified over c (vaelab.evaluation.cpvae)
         # a model from elsewhere (a vaelab.fit run's, e.g. a pythae VAE): through posterior and log_joint alone
@@ -521,7 +528,8 @@ def evaluate_ais(
         return {}
     est = replicated.result  # every replicate's chains
     seconds = time.perf_counter() - start
-    result = {"split": split, "dataset": run.dataset.name, "method": "ais", **asdict(options), "seed_used": seed}
+    result = {"split": split, "dataset": run.dataset.name, "data_digest": data_digest(x), "method": "ais"}
+    result.update({**asdict(options), "seed_used": seed})
     result.update(replicated.summary())
     result.update(
         {

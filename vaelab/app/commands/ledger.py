@@ -265,7 +265,7 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
                     _num(s.get("delta"), row.digits),
                     s.get("goal", ""),
                     str(s.get("test_points", "")),
-                    str(s.get("is_samples", "")),
+                    str(s.get("is_samples") or ""),  # blank for a result without IS (AIS, gaps)
                     str(s.get("epochs", "")),
                     s.get("wall", ""),
                     s.get("eval_wall", ""),
