@@ -199,13 +199,19 @@ def _paired_se(run_dir: Path, split: str, n: int) -> float:
     files `vaelab evaluate` writes beside the JSONs (nan when they are absent or of other examples)."""
     import torch
 
+    from vaelab.errors import DataError
+    from vaelab.evaluation.paired import paired_difference
+
     paths = [run_dir / f"eval-{split}-ais-per-example.pt", run_dir / f"eval-{split}-per-example.pt"]
     if n < 2 or not all(p.is_file() for p in paths):
         return math.nan
-    ais, iwae = (torch.load(p, weights_only=True)["log_likelihood"].double() for p in paths)
+    ais, iwae = (torch.load(p, weights_only=True)["log_likelihood"] for p in paths)
     if ais.shape != (n,) or iwae.shape != (n,):
         return math.nan
-    return float((ais - iwae).std() / math.sqrt(n))
+    try:
+        return paired_difference(ais, iwae)["se_diff"]
+    except DataError:  # a non-finite per-example value: no se to report
+        return math.nan
 
 
 def _training(cfg: Config) -> dict:
