@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from vaelab.errors import ConfigError
-from vaelab.evaluation.clustering import clustering_accuracy
+from vaelab.evaluation.clustering import clustering_accuracy, perplexity
 from vaelab.evaluation.loglik import ISEstimate
 from vaelab.evaluation.stratified import draws_per_component, evaluate_stratified_log_likelihood
 from vaelab.models.cpvae import conditional_pair, reads_category
@@ -96,7 +96,7 @@ def evaluate_cpvae(
         "kl_z": float(kl_z.mean()),
         "z_samples_per_category": samples,
         "categories": family.categories,
-        "q_c_perplexity": float(torch.exp(-(q_c * q_c.clamp_min(1e-300).log()).sum())),
+        "q_c_perplexity": perplexity(q_c),
     }
     if temperature:
         nvlb_relaxed = kl_c + kl_z - torch.cat(relaxed).double()

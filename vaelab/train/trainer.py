@@ -46,6 +46,7 @@ from vaelab.errors import ConfigError, CorruptRunFile, RunDirError, TrainingDive
 from vaelab.objectives import Objective, linear_ramp
 from vaelab.train.burn_in import burn_in
 from vaelab.train.checkpoint import checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from vaelab.train.diagnostics import validation_diagnostics
 from vaelab.train.optimizers import build_optimizer
 from vaelab.train.steps import DeviceData, StepTally, Tally, checked_step, tally_dtype
 from vaelab.train.transfer import freeze, init_generative_from
@@ -291,18 +292,41 @@ class Trainer:
         if valid is not None and not math.isfinite(valid):
             raise self._diverged(epoch, f"the validation loss is {valid}")
 
-    @torch.no_grad()
+    def valid_labels(self) -> Tensor | None:
+        """The labels `[N]` of the validation split, when the dataset has them (`dataset.labels("valid")`)."""
+        labels = getattr(self.dataset, "labels", None)
+        y = labels("valid") if callable(labels) else None
+        return y[: self.cfg.data.valid_subset] if y is not None and self.cfg.data.valid_subset else y
+
     def validation_loss(self) -> float:
-        """Mean negative bound (beta = lambda = 1) on the validation split, summed on the device (float64) and read
-        back once. Under DDP each rank bounds its `distributed.block` of the split and the sums are all-reduced, so
-        every rank returns the same value."""
+        """Mean negative bound (beta = lambda = 1) on the validation split (`validate`)."""
+        return self.validate()["valid_loss"]
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """`valid_loss`, the mean negative bound (beta = lambda = 1) on the validation split, summed on the device
+        (float64) and read back once, and the columns of the `vaelab.train.diagnostics` that apply to the model (a
+        CP-VAE's category use), from the same batches. Under DDP each rank bounds its `distributed.block` of the
+        split and the sums are all-reduced, so every rank returns the same values."""
         self.model.eval()
         data, bs = self.placed("valid", self.valid_data()), self.cfg.data.eval_batch_size
-        total = torch.zeros((), dtype=tally_dtype(self.device), device=self.device)
+        dtype = tally_dtype(self.device)
+        total = torch.zeros((), dtype=dtype, device=self.device)
+        labels = self.valid_labels()
+        classes = int(labels.max()) + 1 if labels is not None and labels.numel() else None
+        diagnostics = validation_diagnostics(self.model, classes, self.device, dtype)
+        placed_labels = self.placed("valid labels", labels) if diagnostics and classes else None
         lo, hi = distributed.block(data.shape[0], self.rank, self.world)
         for b in range(lo, hi, bs):
-            total += self.objective(self.model, data.rows(b, min(b + bs, hi))).sum().to(total.dtype)
-        return -float(distributed.all_sum(total)) / data.shape[0]
+            x = data.rows(b, min(b + bs, hi))
+            total += self.objective(self.model, x).sum().to(total.dtype)
+            y = placed_labels.rows(b, min(b + bs, hi)) if placed_labels is not None else None
+            for d in diagnostics:
+                d.add(self.model, x, y)
+        result = {"valid_loss": -float(distributed.all_sum(total)) / data.shape[0]}
+        for d in diagnostics:
+            result.update(d.summary(distributed.all_sum))
+        return result
 
     # --- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
@@ -325,10 +349,11 @@ class Trainer:
             stop, burn_in_row = False, {}
             good = st.step - steps_before > row["skipped_steps"]  # else the weights are those of the last epoch
             validate = (epoch + 1) % cfg.train.validate_every == 0 or epoch + 1 == cfg.train.epochs
-            valid = self.validation_loss() if good and validate else None
+            checked = self.validate() if good and validate else {}
+            valid = checked.get("valid_loss")
             self._check_finite(epoch, valid)
             if valid is not None:
-                row["valid_loss"] = valid
+                row.update(checked)
                 if valid < st.best_valid_loss:
                     st.best_valid_loss, st.best_epoch, st.epochs_without_improvement = valid, epoch + 1, 0
                     if self.rank == 0:
@@ -390,6 +415,30 @@ def fit_with_provenance(trainer: Trainer) -> TrainState:
     finally:
         if trainer.rank == 0:
             record(finished=True)
+            try:  # a picture that cannot be drawn must not hide how the session ended
+                write_training_figure(run_dir)
+            except Exception as err:  # noqa: BLE001
+                print(f"could not draw {run_dir / TRAINING_FIGURE}: {err}", file=sys.stderr)
+
+
+#: The picture of a run's training (`vaelab.viz.training`), written when a training session ends.
+TRAINING_FIGURE = "training.png"
+
+
+def write_training_figure(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
+    """Draw `training.png` (`vaelab.viz.training`) of the run in `run_dir` from its `metrics.jsonl` (every epoch,
+    over all its sessions) into `out` (default: the run directory), titled with why training stopped
+    (`provenance.json`); None (nothing written) when no epoch has been recorded yet."""
+    from vaelab import provenance
+    from vaelab.viz.training import epoch_rows, save_training_figure, stop_note
+
+    run_dir = Path(run_dir)
+    rows = epoch_rows(read_jsonl(run_dir / "metrics.jsonl"))
+    if not rows:
+        return None
+    note = stop_note(provenance.read(run_dir), rows[-1]["epoch"])
+    title = f"{run_dir.name}: " + (note if note.startswith("completed") else f"{len(rows)} epochs; {note}".rstrip("; "))
+    return save_training_figure(rows, Path(out or run_dir) / TRAINING_FIGURE, title)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -10,13 +10,17 @@ from pathlib import Path
 
 from vaelab.viz.figure import pyplot, save_figure
 
+Series = dict[str, tuple[Sequence[float], Sequence[float]]]
+
 
 @dataclass
 class Panel:
-    """One panel: `series` `label -> (x, y)` drawn as lines with markers, dashed `hlines` `label -> level`,
-    plain tick labels at `xticks` (e.g. a sweep's grid values on a log axis)."""
+    """One panel: `series` `label -> (x, y)` drawn as lines with markers, dashed `hlines` `label -> level`, dotted
+    vertical `vlines` `label -> x`, plain tick labels at `xticks` (e.g. a sweep's grid values on a log axis), the
+    y axis limited to `ylim` (None: matplotlib's choice), and `right` series on a second y axis on the right
+    (`right_ylabel`, `right_logy`), for quantities of another scale (a learning rate beside the warm-up weights)."""
 
-    series: dict[str, tuple[Sequence[float], Sequence[float]]]
+    series: Series
     xlabel: str
     ylabel: str
     title: str = ""
@@ -24,6 +28,11 @@ class Panel:
     logx: bool = False
     hlines: dict[str, float] = field(default_factory=dict)
     xticks: Sequence[float] | None = None
+    vlines: dict[str, float] = field(default_factory=dict)
+    ylim: tuple[float, float] | None = None
+    right: Series = field(default_factory=dict)
+    right_ylabel: str = ""
+    right_logy: bool = False
 
 
 def _finite(v) -> bool:
@@ -33,18 +42,24 @@ def _finite(v) -> bool:
         return False
 
 
-def _draw(ax, p: Panel) -> None:
-    """Draw panel `p` on `ax`. Points and levels that are NaN, +-Inf or missing cannot be drawn: they are left out
-    and counted in the legend; a log axis is used only when some value drawn on it is positive."""
+def _lines(ax, series: Series, first_color: int = 0) -> tuple[list[float], list[float]]:
+    """Draw each series on `ax` (colours from the cycle, starting at `first_color`); the x and y values drawn.
+    Points that are NaN, +-Inf or missing cannot be drawn: they are left out and counted in the legend."""
     xs, ys = [], []
-    for label, (x, y) in p.series.items():
+    for i, (label, (x, y)) in enumerate(series.items()):
         pairs = list(zip(x, y, strict=True))
         kept = [(float(a), float(b)) for a, b in pairs if _finite(a) and _finite(b)]
         left_out = f" ({len(pairs) - len(kept)} NaN/Inf not shown)" if len(kept) < len(pairs) else ""
         ax.plot([a for a, _ in kept], [b for _, b in kept], marker="o", markersize=3, linewidth=1.2,
-                label=label + left_out)  # fmt: skip
+                color=f"C{(first_color + i) % 10}", label=label + left_out)  # fmt: skip
         xs += [a for a, _ in kept]
         ys += [b for _, b in kept]
+    return xs, ys
+
+
+def _draw(ax, p: Panel) -> None:
+    """Draw panel `p` on `ax` (`_lines`); a log axis is used only when some value drawn on it is positive."""
+    xs, ys = _lines(ax, p.series)
     styles = ["--", ":", "-.", (0, (5, 1))]
     for i, (label, level) in enumerate(p.hlines.items()):
         if _finite(level):
@@ -52,6 +67,9 @@ def _draw(ax, p: Panel) -> None:
             ys.append(float(level))
         else:
             ax.plot([], [], " ", label=f"{label}: {level} (not shown)")
+    for label, at in p.vlines.items():
+        if _finite(at):
+            ax.axvline(float(at), color="0.4", linestyle=":", linewidth=1.2, label=label)
     if p.logy and any(v > 0 for v in ys):
         ax.set_yscale("log")
     if p.logx and any(v > 0 for v in xs):
@@ -59,10 +77,21 @@ def _draw(ax, p: Panel) -> None:
     if p.xticks is not None:
         ax.set_xticks(list(p.xticks), [f"{v:g}" for v in p.xticks])
         ax.minorticks_off()
+    if p.ylim is not None:
+        ax.set_ylim(*p.ylim)
     ax.set_xlabel(p.xlabel)
     ax.set_ylabel(p.ylabel)
     ax.set_title(p.title, fontsize=10)
-    ax.legend(frameon=False, fontsize=7 if len(p.series) + len(p.hlines) > 6 else 8)
+    handles, labels = ax.get_legend_handles_labels()
+    if p.right:
+        twin = ax.twinx()
+        _, right_ys = _lines(twin, p.right, first_color=len(p.series))
+        if p.right_logy and any(v > 0 for v in right_ys):
+            twin.set_yscale("log")
+        twin.set_ylabel(p.right_ylabel)
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + [f"{label} (right)" for label in more_labels]
+    ax.legend(handles, labels, frameon=False, fontsize=7 if len(labels) > 6 else 8)
 
 
 def save_curve_grid(panels: Sequence[Sequence[Panel | None]], path: str | Path, title: str = "") -> Path:
