@@ -16,7 +16,8 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         "sample",
         help="sample and reconstruction grids of a trained run",
         description="Write samples.png (draws from the model) and reconstructions.png (data above their "
-        "reconstructions). A CP-VAE also writes clusters.png (one row per category) and aggregated_posterior.json; "
+        "reconstructions), and draw training.png (loss, schedules and throughput per epoch) again from the run's "
+        "metrics.jsonl. A CP-VAE also writes clusters.png (one row per category) and aggregated_posterior.json; "
         "scalar data (the CP-VAE toy) get samples-histogram.png (generated vs training data) instead.",
         epilog=EPILOG,
     )
@@ -54,11 +55,16 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run `vaelab sample`; the exit status."""
     from vaelab.app import runs
+    from vaelab.train.trainer import write_training_figure
 
     run = runs.open_run(args.run_dir, args.checkpoint, args.device, data=args.data)
     fit_run = runs.is_fit_run(args.run_dir)
     split = args.split or (run.cfg.eval.split if fit_run else "test")
     out = Path(args.out) if args.out else None
+    runs.check_writable(out or run.path, create=True)
+    training = write_training_figure(run.path, out)  # first: a diverged run's weights draw nothing below
+    if training is not None:
+        print(f"wrote {training}")
     paths = runs.sample(run, args.n, out, args.seed, split, cluster=args.cluster, categories=args.categories)
     for path in paths:
         print(f"wrote {path}")
