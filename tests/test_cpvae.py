@@ -30,17 +30,20 @@ from vaelab.data.toy_mixture1d import MEANS, STD
 from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.distributions.gumbel_softmax import relaxed_one_hot
 from vaelab.errors import ConfigError
-from vaelab.evaluation.clustering import clustering_accuracy, hungarian_accuracy, majority_accuracy
+from vaelab.evaluation.clustering import CategoryTally, clustering_accuracy, hungarian_accuracy, majority_accuracy
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c
 from vaelab.evaluation.gaps import measure_gaps
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
 from vaelab.evaluation.stratified import stratified_log_likelihood
+from vaelab.fitting import fit_config
 from vaelab.mcmc import ais
 from vaelab.models.cpvae import CPVAE, aggregated_posterior, draw_categories, generate, prior_conditionals
 from vaelab.models.vae import VAE
 from vaelab.objectives.bounds import sample_log_weights
 from vaelab.objectives.cpvae import CPVAEBound, kl_terms
 from vaelab.objectives.stratified import stratified_log_weights
+from vaelab.train.diagnostics import validation_diagnostics
+from vaelab.train.trainer import Trainer, read_jsonl
 
 K, D, X_DIM, SIGMA = 3, 2, 4, 0.7
 Z_SE = 4.0  # tolerance in standard errors
@@ -305,6 +308,63 @@ def test_hungarian_accuracy_is_the_best_permutation():
         best = max(int((torch.tensor(perm)[pred] == labels).sum()) for perm in itertools.permutations(range(4)))
         assert hungarian_accuracy(pred, labels, classes=4) == best / 60
         assert majority_accuracy(pred, labels, 4, 4) >= best / 60
+
+
+def test_category_tally_of_a_known_q_c_over_batches_and_ranks():
+    """q(c) = [1/2, 1/4, 1/4]: perplexity 2^1.5; argmax 0, 0, 2, 1 against labels 1, 0, 0, 2: majority and Hungarian
+    accuracy 3/4; the sums of two blocks (two ranks, all-reduced) give what one pass gives."""
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.4, 0.0], [0.0, 0.0, 1.0], [0.4, 0.6, 0.0]])
+    labels = torch.tensor([1, 0, 0, 2])
+    whole = CategoryTally(3, 3, "cpu")
+    whole.add(probs[:1], labels[:1])
+    whole.add(probs[1:], labels[1:])
+    expected = {"q_c_perplexity": 2**1.5, "categories_used": 3, "majority_accuracy": 0.75, "hungarian_accuracy": 0.75}
+    assert whole.summary() == pytest.approx(expected)
+    a, b = CategoryTally(3, 3, "cpu"), CategoryTally(3, 3, "cpu")
+    a.add(probs[:2], labels[:2])
+    b.add(probs[2:], labels[2:])
+    assert a.summary(lambda t: t + (b.q_sum if t is a.q_sum else b.table)) == pytest.approx(expected)
+    unlabelled = CategoryTally(4, None, "cpu")  # K = 4, one category never the argmax, no labels
+    unlabelled.add(torch.cat([probs, torch.zeros(4, 1)], 1))
+    assert unlabelled.summary() == pytest.approx({"q_c_perplexity": 2**1.5, "categories_used": 3})
+    with_labels = CategoryTally(4, 3, "cpu")  # K != classes: no one-to-one matching
+    with_labels.add(torch.cat([probs, torch.zeros(4, 1)], 1), labels)
+    assert set(with_labels.summary()) == {"q_c_perplexity", "categories_used", "majority_accuracy"}
+
+
+class LabelledTensors:
+    """One tensor as every split, with labels (what the trainer reads of a vaelab dataset)."""
+
+    name = "labelled"
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def split(self, name: str, epoch: int = 0) -> torch.Tensor:
+        return self.x
+
+    def labels(self, name: str) -> torch.Tensor:
+        return self.y
+
+
+@pytest.mark.parametrize("decoder_input", ["z_and_c", "z"])
+def test_validation_epochs_log_category_use_as_computed_directly(tmp_path, decoder_input):
+    model = linear_cpvae(decoder_input=decoder_input)
+    x, y = data(11), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])
+    cfg = fit_config("cpvae", 2, 4, 1e-3, "adam", 0, False, validate_every=2)
+    cfg.data.eval_batch_size = 3  # 4 validation batches, the last one short
+    Trainer(cfg, tmp_path, model, LabelledTensors(x, y), torch.device("cpu")).fit()
+    first, second = read_jsonl(tmp_path / "metrics.jsonl")
+    assert "q_c_perplexity" not in first and "valid_loss" not in first  # no validation in epoch 1
+    with torch.no_grad():  # the weights validated after epoch 2 are the final ones
+        probs = model.posterior(x).log_weights.exp()
+    q_c, pred = probs.mean(0), probs.argmax(1)
+    assert second["q_c_perplexity"] == pytest.approx(math.exp(-float((q_c * q_c.log()).sum())), rel=1e-9)
+    assert second["categories_used"] == pred.unique().numel()
+    accuracy = clustering_accuracy(pred, y, K)
+    assert second["majority_accuracy"] == pytest.approx(accuracy["majority_accuracy"])
+    assert second["hungarian_accuracy"] == pytest.approx(accuracy["hungarian_accuracy"])
+    assert validation_diagnostics(torch.nn.Linear(2, 2), 3, torch.device("cpu")) == []  # not a CP-VAE: none
 
 
 # ----------------------------------------------------------------------------------------- the toy
