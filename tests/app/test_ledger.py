@@ -67,6 +67,7 @@ def test_add_build_verify(repo):
     vaelab("ledger", "add", str(repo / "run"), "configs/g/tiny.yaml", "--results", str(results), cwd=repo)
     shipped = results / "g" / "tiny"
     assert (shipped / "best.safetensors").is_file() and (shipped / "provenance.json").is_file()
+    assert (shipped / "training.png").is_file(), "the pictures ship with the run, training.png among them"
     assert not (shipped / "checkpoints").exists(), "a finished run ships without its checkpoints"
 
     vaelab("ledger", "build", "--results", str(results))

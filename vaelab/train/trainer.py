@@ -11,8 +11,9 @@ computed by `TrainingModule.forward`, which is wrapped in `DistributedDataParall
 over the ranks. Each rank takes its `vaelab.distributed.shard` of the epoch's permutation (padded to a multiple of
 the world size, as `DistributedSampler` does), so every rank takes the same number of steps; the per-rank batch is
 `data.batch_size` and the effective batch `world * data.batch_size`. Each step's loss and gradient check are
-all-reduced, so every rank skips the same non-finite steps, and the validation bound is summed over the ranks'
-blocks of the validation set, so early stopping decides the same everywhere. Rank r's global RNG (latent draws) is
+all-reduced, so every rank skips the same non-finite steps, and the validation bound (with the diagnostics of
+`vaelab.train.diagnostics`, a CP-VAE's category use) is summed over the ranks' blocks of the validation set, so
+early stopping decides the same everywhere. Rank r's global RNG (latent draws) is
 reseeded at the start of epoch e from (seed, "rank", r, e), so ranks draw independent noise and a resume continues
 exactly for any world size. Only rank 0 writes (metrics, checkpoints, best weights, TensorBoard). One process
 (world size 1) is unchanged: one global RNG stream, saved in each checkpoint.

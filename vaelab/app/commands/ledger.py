@@ -3,8 +3,9 @@
 `results/` mirrors `configs/`: the result of `configs/G/NAME.yaml` is the finished run directory
 `results/G/NAME/` (a config at the top of `configs/` gives `results/NAME/`), without its checkpoints: its
 `config.yaml`, `metrics.jsonl`, `best.safetensors`, `provenance.json` (command, commit, machine, threads, wall
-time of each `vaelab train` on it), every `eval-*.json` with its per-example values, and the pictures. A run that
-is not finished may ship its latest checkpoint instead, so that `vaelab train --resume results/G/NAME` goes on.
+time of each `vaelab train` on it), every `eval-*.json` with its per-example values, and the pictures
+(`training.png`, `samples.png`, ...). A run that is not finished may ship its latest checkpoint instead, so that
+`vaelab train --resume results/G/NAME` goes on.
 
 `results/ledger.yaml` is the catalogue: one table per paper, one row per paper number, each naming its config,
 the paper's value, the metric it is compared with (a dotted key of `eval-<split>.json`, times `scale`), the goal
