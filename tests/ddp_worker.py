@@ -3,7 +3,8 @@
 Through the command line (`vaelab.app.cli.main`, the process group started from torchrun's environment): a 2-epoch
 run `OUT/full`, and a 1-epoch run `OUT/part` resumed to 2 epochs, on 601 examples (uneven over 2 ranks). Through
 the trainer: AIWAE with a VampPrior (`OUT/aiwae`) and SIWAE with burn-in (`OUT/burn_in`), one epoch each; every
-rank saves its weights and AIWAE's step sizes to `OUT/<name>-rank<r>.pt` (outside the run directories).
+rank saves its weights and AIWAE's step sizes to `OUT/<name>-rank<r>.pt` (outside the run directories); and a CP-VAE
+on the labelled toy (`OUT/cpvae`), each rank saving its validation columns too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from vaelab.train.trainer import Trainer
 UNEVEN = [*TINY, "--set", "data.subset=601", "--set", "data.valid_subset=101"]
 #: `TINY` as `key=value` overrides for `load_config`.
 SETTINGS = [*(TINY[i + 1] for i in range(0, len(TINY), 2) if TINY[i] == "--set"), "train.progress=false"]
+#: A CP-VAE on the labelled 1-D toy: 101 validation points in blocks of 51 and 50, batches of 20.
+CPVAE = [
+    "data.name=toy_mixture1d", "data.subset=201", "data.valid_subset=101", "data.eval_batch_size=20",
+    "model.posterior={type: categorical_gaussian, categories: 2, hidden: 16}", "model.prior={type: conditional}",
+    "model.likelihood={type: gaussian, variance: learned, sigma: 0.1}", "objective.type=cpvae",
+]  # fmt: skip
 
 
 def cli(*args: str) -> None:
@@ -30,8 +37,9 @@ def cli(*args: str) -> None:
     assert status == 0, f"vaelab {' '.join(args)} exited with {status}"
 
 
-def train_and_save(out: Path, name: str, overrides: list[str]) -> None:
-    """Train one epoch through `Trainer` into `out/name`; save this rank's weights (and AIWAE's step sizes)."""
+def train_and_save(out: Path, name: str, overrides: list[str], validate: bool = False) -> None:
+    """Train one epoch through `Trainer` into `out/name`; save this rank's weights (and AIWAE's step sizes; with
+    `validate`, what this rank's `Trainer.validate` gives after training)."""
     cfg = load_config(None, [*SETTINGS, *overrides])
     run_dir = out / name
     distributed.on_rank0(lambda: run_dir.mkdir())
@@ -39,6 +47,8 @@ def train_and_save(out: Path, name: str, overrides: list[str]) -> None:
     trainer = Trainer(cfg, run_dir, run.model, run.dataset, run.device)
     trainer.fit()
     saved = {"weights": run.model.state_dict(), **trainer.objective.state_dict()}
+    if validate:
+        saved["validate"] = trainer.validate()
     torch.save(saved, out / f"{name}-rank{distributed.world()[0]}.pt")
 
 
@@ -66,6 +76,8 @@ def run(out: Path) -> None:
             "data.subset=201",
         ],
     )
+
+    train_and_save(out, "cpvae", CPVAE, validate=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddp_worker import CPVAE, SETTINGS
 from helpers import TINY
 from safetensors.torch import load_file
 from torch.utils.data import DistributedSampler
@@ -28,7 +29,10 @@ from torch.utils.data import DistributedSampler
 from vaelab import distributed
 from vaelab.app import runs
 from vaelab.app.runs import resume_config
-from vaelab.recording import load_run
+from vaelab.config import load_config
+from vaelab.evaluation.clustering import hungarian_accuracy
+from vaelab.models.cpvae import category_probabilities
+from vaelab.recording import build_run, load_run
 
 TESTS = Path(__file__).resolve().parent
 TIMEOUT = 240  # seconds per launch: a hang fails here (the launches take 10-20 s on an idle 2-core machine)
@@ -272,7 +276,8 @@ def test_sharded_report_evaluate_equals_one_process(ddp_run, tmp_path):
 def test_ddp_resume_matches_and_ranks_agree(tmp_path):
     """Under DDP a run resumed after epoch 1 matches the uninterrupted run number for number (metrics, weights);
     AIWAE's adapted step sizes, a VampPrior's pseudo-inputs and SIWAE's burn-in leave every rank with the same
-    state; and the DDP run resumes in one process (another world size: ceil(601 / 100) = 7 steps per epoch, not 4)."""
+    state; the DDP run resumes in one process (another world size: ceil(601 / 100) = 7 steps per epoch, not 4); and a
+    CP-VAE's category columns agree over the ranks and with one process's over the whole validation set."""
     torchrun(str(TESTS / "ddp_worker.py"), str(tmp_path), cwd=tmp_path)
     full, part = tmp_path / "full", tmp_path / "part"
     assert rows(part) == rows(full) and [r["step"] for r in rows(full)] == [4, 8]
@@ -292,6 +297,21 @@ def test_ddp_resume_matches_and_ranks_agree(tmp_path):
     cfg = resume_config(part, ["train.epochs=3"])
     runs.train(cfg, part, resume=True)  # world size 1 now
     assert [r["step"] for r in rows(part)] == [4, 8, 15]
+
+    # a CP-VAE's category columns: the same on both ranks, and those of one process over the whole validation set
+    cp0, cp1 = (torch.load(tmp_path / f"cpvae-rank{r}.pt", weights_only=True) for r in (0, 1))
+    logged = rows(tmp_path / "cpvae")[0]
+    assert cp0["validate"] == cp1["validate"]
+    columns = ("q_c_perplexity", "categories_used", "majority_accuracy", "hungarian_accuracy")
+    assert {k: cp0["validate"][k] for k in columns} == pytest.approx({k: logged[k] for k in columns})
+    run = build_run(load_config(None, [*SETTINGS, *CPVAE]), tmp_path / "cpvae", "cpu")
+    run.model.load_state_dict(cp0["weights"])
+    x, labels = run.dataset.split("valid")[:101], run.dataset.labels("valid")[:101]
+    probs = category_probabilities(run.model, x)
+    q_c, pred = probs.double().mean(0), probs.argmax(1)
+    assert logged["q_c_perplexity"] == pytest.approx(float(torch.exp(-(q_c * q_c.log()).sum())), rel=1e-6)
+    assert logged["categories_used"] == pred.unique().numel()
+    assert logged["hungarian_accuracy"] == pytest.approx(hungarian_accuracy(pred, labels, classes=2))
 
 
 SWEEP = [
