@@ -126,10 +126,10 @@ def test_sample_a_fit_run(tmp_path, capsys):
         _fit(build(), run)
         code, err = cli(capsys, "sample", run, "--n", 16, "--out", run / "a")
         assert code == 0 and any("no --data given" in line for line in err), (name, err)
-        assert sorted(p.name for p in (run / "a").iterdir()) == ["samples.png"], name
+        assert sorted(p.name for p in (run / "a").iterdir()) == ["samples.png", "training.png"], name
         assert cli(capsys, "sample", run, "--n", 16, "--out", run / "b", "--data", tmp_path / "x.pt")[0] == 0
         found = sorted(p.name for p in (run / "b").iterdir())
-        assert found == ["posterior-x.png", "reconstructions.png", "samples.png"], (name, found)
+        assert found == ["posterior-x.png", "reconstructions.png", "samples.png", "training.png"], (name, found)
         assert (run / "a" / "samples.png").read_bytes() == (run / "b" / "samples.png").read_bytes()
     del_factory = tiny_vae()
     del del_factory.vaelab_factory

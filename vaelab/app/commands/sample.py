@@ -61,12 +61,9 @@ def command(args: argparse.Namespace) -> int:
     fit_run = runs.is_fit_run(args.run_dir)
     split = args.split or (run.cfg.eval.split if fit_run else "test")
     out = Path(args.out) if args.out else None
-    runs.check_writable(out or run.path, create=True)
-    training = write_training_figure(run.path, out)  # first: a diverged run's weights draw nothing below
-    if training is not None:
-        print(f"wrote {training}")
     paths = runs.sample(run, args.n, out, args.seed, split, cluster=args.cluster, categories=args.categories)
-    for path in paths:
+    training = write_training_figure(run.path, out)  # from metrics.jsonl alone; None before the first epoch
+    for path in [*paths, *([training] if training is not None else [])]:
         print(f"wrote {path}")
     if not runs.has_data(run):
         print(
