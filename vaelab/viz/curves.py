@@ -18,7 +18,8 @@ class Panel:
     """One panel: `series` `label -> (x, y)` drawn as lines with markers, dashed `hlines` `label -> level`, dotted
     vertical `vlines` `label -> x`, plain tick labels at `xticks` (e.g. a sweep's grid values on a log axis), the
     y axis limited to `ylim` (None: matplotlib's choice), and `right` series on a second y axis on the right
-    (`right_ylabel`, `right_logy`), for quantities of another scale (a learning rate beside the warm-up weights)."""
+    (`right_ylabel`, `right_logy`, `right_ylim`), for quantities of another scale (a learning rate beside the
+    warm-up weights)."""
 
     series: Series
     xlabel: str
@@ -33,6 +34,7 @@ class Panel:
     right: Series = field(default_factory=dict)
     right_ylabel: str = ""
     right_logy: bool = False
+    right_ylim: tuple[float, float] | None = None
 
 
 def _finite(v) -> bool:
@@ -88,6 +90,8 @@ def _draw(ax, p: Panel) -> None:
         _, right_ys = _lines(twin, p.right, first_color=len(p.series))
         if p.right_logy and any(v > 0 for v in right_ys):
             twin.set_yscale("log")
+        if p.right_ylim is not None:
+            twin.set_ylim(*p.right_ylim)
         twin.set_ylabel(p.right_ylabel)
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + [f"{label} (right)" for label in more_labels]

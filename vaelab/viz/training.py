@@ -132,7 +132,8 @@ def category_panel(rows: Sequence[dict]) -> Panel | None:
         return None
     right = {label: column(rows, key) for key, label in ACCURACY_COLUMNS.items() if column(rows, key)[0]}
     title = "CP-VAE: q(c) over the validation set"
-    return Panel(series, "epoch", "categories", title, right=right, right_ylabel="clustering accuracy")
+    return Panel(series, "epoch", "categories", title, right=right, right_ylabel="clustering accuracy",
+                 right_ylim=(0.0, 1.0))  # fmt: skip
 
 
 def training_panels(rows: Sequence[dict]) -> list[Panel]:
