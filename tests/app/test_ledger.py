@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from tests.app.test_cli import vaelab
-from vaelab.app.commands.ledger import config_deviations, read_catalogue, render, result_dir
+from vaelab.app.commands.ledger import FIGURE_WIDTH, config_deviations, read_catalogue, render, result_dir
+from vaelab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = {
@@ -157,11 +158,134 @@ def test_config_deviations_and_catalogue(repo):
     assert "Paper X, Table 1" in render({"Paper X, Table 1": rows}, repo / "results")
 
 
+FIGURES = [
+    {"row": "training curves", "config": "configs/g/tiny.yaml", "figure": "training.png", "command": "draw it"},
+    {"row": "two pictures", "config": "configs/g/tiny.yaml", "figure": ["training.png", "missing.png"],
+     "width": 300, "command": "draw both", "projected": "5 min"},
+    {"row": "resumable", "config": "configs/g/flight.yaml", "figure": "x.png", "command": "finish it"},
+]  # fmt: skip
+
+
+def test_figure_rows_are_shown_or_say_how_to_draw_them(repo, tmp_path):
+    """A figure row beside number rows: its pictures embedded when the files exist (at its width), "not run" or
+    "in flight" with its command and projected cost when not; the number table is the same as without it."""
+    root = tmp_path / "repo"
+    shutil.copytree(repo / "configs", root / "configs")
+    results = root / "results"
+    shutil.copytree(repo / "run", results / "g" / "tiny", ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(repo / "run", results / "g" / "flight")  # a checkpoint shipped, no x.png yet
+    numbers = CATALOGUE["papers"][0]
+    only = {
+        "title": "Paper Y, Fig. 1",
+        "rows": [
+            {
+                "row": "not drawn",
+                "config": "configs/g/other.yaml",
+                "figure": "fig1.png",
+                "command": "vaelab gaps results/g/other --contours",
+                "projected": "2 h",
+            }
+        ],
+    }
+
+    def readme(catalogue: dict) -> str:
+        (results / "ledger.yaml").write_text(yaml.safe_dump(catalogue))
+        return render(read_catalogue(results), results)
+
+    plain = readme({"papers": [numbers]})
+    figures = {"papers": [{**numbers, "rows": numbers["rows"] + FIGURES}, only]}
+    text = readme(figures)
+    assert text == readme(figures), "the README is deterministic"
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert table == [line for line in plain.splitlines() if line.startswith("|")], "number tables unchanged"
+    assert not any(line.startswith(("| training", "| two", "| not drawn")) for line in table)
+    lines = text.splitlines()
+    item = next(line for line in lines if line.startswith("- **[training curves](g/tiny/)**"))
+    assert item == "- **[training curves](g/tiny/)**: shown. Drawn by `draw it`."
+    img = f'<img src="g/tiny/training.png" alt="g/tiny/training.png" width="{FIGURE_WIDTH}">'
+    assert lines[lines.index(item) + 2] == "  " + img, "the picture, a paragraph of the item"
+    two = next(line for line in lines if line.startswith("- **[two pictures]"))
+    assert "partly drawn (1 of 2) (`g/tiny/missing.png`). Drawn by `draw both` (projected: 5 min)." in two
+    assert lines[lines.index(two) + 2] == '  <img src="g/tiny/training.png" alt="g/tiny/training.png" width="300">'
+    assert "- **resumable**: in flight (checkpoint shipped) (`g/flight/x.png`). Drawn by `finish it`." in lines
+    section = text[text.index("## Paper Y, Fig. 1") :]
+    assert "| row |" not in section, "a table of figures alone has no number table"
+    assert (
+        "- **not drawn**: not run (`g/other/fig1.png`). Drawn by `vaelab gaps results/g/other --contours` " in section
+    )
+    assert "(projected: 2 h)." in section and "<img" not in section
+    assert text.count("<img") == 2
+
+
+@pytest.mark.parametrize(
+    "entry, defaults, message",
+    [
+        ({"figure": "a.png", "metric": "elbo", "command": "c"}, {}, "figure and also a number's keys .metric."),
+        ({"figure": "a.png", "value": 1.0, "command": "c"}, {}, "a row is a number or a figure"),
+        ({"metric": None}, {}, "neither a metric nor a figure"),
+        ({}, {"metric": None}, "neither a metric nor a figure"),
+        ({"figure": "a.png"}, {}, "needs `command`"),
+        ({"figure": [], "command": "c"}, {}, "a path or a list of paths"),
+        ({"figure": ["a.png", 3], "command": "c"}, {}, "a path or a list of paths"),
+        ({"figure": "/abs/a.png", "command": "c"}, {}, "inside the row's run directory"),
+        ({"figure": "../a.png", "command": "c"}, {}, "inside the row's run directory"),
+        ({"figure": "a.png", "command": "c", "width": 0}, {}, "positive number of pixels"),
+        ({"width": 300}, {}, "width is for a figure row"),
+        ({"figure": "a.png", "command": "c"}, {"figure": "b.png"}, "belong on a row, not in defaults"),
+        ({"figure": "a.png", "command": "c", "colour": "red"}, {}, "unexpected keyword argument 'colour'"),
+    ],
+)
+def test_figure_row_schema_errors(tmp_path, entry, defaults, message):
+    row = {"row": "r", "config": "configs/g/tiny.yaml", **entry}
+    (tmp_path / "ledger.yaml").write_text(
+        yaml.safe_dump({"papers": [{"title": "T", "defaults": defaults, "rows": [row]}]})
+    )
+    with pytest.raises(ConfigError, match=message):
+        read_catalogue(tmp_path)
+
+
+def test_a_row_missing_a_field_says_which(tmp_path):
+    for entry, field_name in (
+        ({"row": "r", "figure": "a.png", "command": "c"}, "config"),
+        ({"config": "c.yaml"}, "row"),
+    ):
+        (tmp_path / "ledger.yaml").write_text(yaml.safe_dump({"papers": [{"title": "T", "rows": [entry]}]}))
+        with pytest.raises(ConfigError, match=f"missing 1 required positional argument: '{field_name}'"):
+            read_catalogue(tmp_path)
+
+
+def test_a_figure_row_takes_only_its_own_keys_from_the_defaults(tmp_path):
+    """A table's defaults are written for its numbers: a figure row takes its config, run, command and projected
+    cost from them, and none of the number keys nor the numbers' deviations."""
+    defaults = {"config": "configs/g/tiny.yaml", "run": "sweep", "command": "vaelab sweep ...", "projected": "1 h",
+                "metric": "accuracy", "protocol": {"test_points": 10}, "deviations": ["of the numbers"]}  # fmt: skip
+    rows = [{"row": "number", "value": 1.0}, {"row": "picture", "figure": "sweep.png"}]
+    (tmp_path / "ledger.yaml").write_text(
+        yaml.safe_dump({"papers": [{"title": "T", "defaults": defaults, "rows": rows}]})
+    )
+    number, picture = read_catalogue(tmp_path)["T"]
+    assert not number.is_figure and number.metric == "accuracy" and number.deviations == ["of the numbers"]
+    assert picture.is_figure and picture.figure == ["sweep.png"] and picture.width == FIGURE_WIDTH
+    assert (picture.config, picture.run, picture.command, picture.projected) == (
+        "configs/g/tiny.yaml", "sweep", "vaelab sweep ...", "1 h"
+    )  # fmt: skip
+    assert picture.deviations == [] and picture.protocol == {}
+
+
 def test_shipped_catalogue_is_valid():
-    """The repository's own ledger: every row names an existing config, and the README renders."""
+    """The repository's own ledger: every row names an existing config, and the README renders, each shipped
+    figure embedded."""
     results = REPO / "results"
     tables = read_catalogue(results)
     for rows in tables.values():
         for row in rows:
             assert (REPO / row.config).is_file(), row.config
-    assert "Results ledger" in render(tables, results)
+    text = render(tables, results)
+    assert "Results ledger" in text
+    figures = [row for rows in tables.values() for row in rows if row.is_figure]
+    assert figures, "the ledger shows the papers' figures too"
+    for row in figures:
+        run = result_dir(results, row.config) / (row.run or "")
+        for f in row.figure:
+            path = (run / f).relative_to(results).as_posix()
+            assert (f'<img src="{path}"' in text) == (run / f).is_file(), path

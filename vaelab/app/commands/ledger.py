@@ -9,10 +9,13 @@ time of each `vaelab train` on it), every `eval-*.json` with its per-example val
 
 `results/ledger.yaml` is the catalogue: one table per paper, one row per paper number, each naming its config,
 the paper's value, the metric it is compared with (a dotted key of `eval-<split>.json`, times `scale`), the goal
-(`tolerance`) and the known deviations from the paper's protocol. `vaelab ledger build` writes `results/README.md`
-from the catalogue and the run files alone; nothing in it is typed by hand. Deviations that can be read from the
-files are added by the command itself: a resolved config that differs from the config's full budget, fewer test
-points or IS samples than the protocol, a run that has not finished.
+(`tolerance`) and the known deviations from the paper's protocol. A paper's figure is a row too: it names its
+picture(s) in `figure` (inside the row's run directory) instead of a metric, and the `command` that draws them; the
+README lists a table's figure rows under it, each picture embedded, or "not run" with its command and projected
+cost. `vaelab ledger build` writes `results/README.md` from the catalogue and the run files alone; nothing in it
+is typed by hand. Deviations that can be read from the files are added by the command itself: a resolved config
+that differs from the config's full budget, fewer test points or IS samples than the protocol, a run that has not
+finished.
 
     vaelab ledger add RUN_DIR configs/G/NAME.yaml   # copy a finished run into results/G/NAME (no checkpoints)
     vaelab ledger build                               # write results/README.md
@@ -22,6 +25,7 @@ points or IS samples than the protocol, a run that has not finished.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import math
 import shutil
@@ -42,17 +46,28 @@ PROTOCOL_KEYS = ("eval.is_samples", "eval.subset", "eval.split")  # compared sep
 NOT_PROTOCOL = ("name", "threads", "device", "train.progress", "train.tensorboard", "gaps.")
 SKIP = ("checkpoints",)  # never shipped with a finished run
 ROUND_OFF = 1e-3  # nats: what another machine's float round-off may change in a mean over the same draws
+# Keys that only a number row takes; a figure row takes only these of its table's `defaults`.
+NUMBER_KEYS = ("value", "metric", "se_metric", "scale", "tolerance", "higher_is_better", "split", "protocol")
+NUMBER_KEYS += ("exact_metric", "source", "sets", "digits", "goal_against")
+FIGURE_KEYS = ("figure", "width")  # only a figure row takes these
+FIGURE_DEFAULTS = ("config", "run", "command", "projected")
+# Pixels: the README shows each picture at this width (an HTML <img width>, which plain Markdown cannot size), so
+# that a 660-1,800 px figure neither fills GitHub's ~900 px column nor makes the page a long scroll; GitHub opens
+# the full-size file on a click. A row's `width` overrides it (a wide figure of many panels).
+FIGURE_WIDTH = 480
 
 
 @dataclass
 class Row:
-    """One paper number: `config` (relative to the repository root) is the run that reproduces it."""
+    """One paper number, or one paper figure: `config` (relative to the repository root) is the run that
+    reproduces it. A figure row names its picture(s) in `figure` (paths inside the row's run directory) instead
+    of a `metric`, and must say in `command` what draws them."""
 
     paper: str
     row: str
     config: str
     value: float | None = None  # the paper's number, in the paper's sign and units
-    metric: str = "log_likelihood"  # dotted key of eval-<split>.json
+    metric: str | None = "log_likelihood"  # dotted key of eval-<split>.json
     se_metric: str | None = "log_likelihood_se"
     scale: float = 1.0  # paper value = scale * vaelab metric (e.g. -1 for an NLL, 100 for a percentage)
     tolerance: float = 0.5  # the goal: within this of the paper, or better
@@ -69,6 +84,12 @@ class Row:
     sets: list = field(default_factory=list)  # config keys the experiment sets per run (the toy: objective)
     digits: int = 2  # decimals shown (a toy's evidence: 4)
     goal_against: str = "paper"  # or "exact": the goal is `tolerance` of the exact value (delta stays vs the paper)
+    figure: list[str] = field(default_factory=list)  # a figure row: its pictures, relative to the run directory
+    width: int = FIGURE_WIDTH  # a figure row: pixels each picture is shown at in the README
+
+    @property
+    def is_figure(self) -> bool:
+        return bool(self.figure)
 
 
 def repo_root(results: Path) -> Path:
@@ -92,14 +113,50 @@ def read_catalogue(results: Path) -> dict[str, list[Row]]:
     tables: dict[str, list[Row]] = {}
     for paper in data.get("papers", []):
         defaults = paper.get("defaults", {})
-        rows = []
-        for entry in paper["rows"]:
-            try:
-                rows.append(Row(paper=paper["title"], **{**defaults, **entry}))
-            except TypeError as err:
-                raise ConfigError(f"{path}: row {entry.get('row')!r}: {err}") from None
-        tables[paper["title"]] = rows
+        if set(defaults) & set(FIGURE_KEYS):
+            raise ConfigError(f"{path}: {paper['title']!r}: `figure` and `width` belong on a row, not in defaults")
+        tables[paper["title"]] = [make_row(paper["title"], defaults, entry, path) for entry in paper["rows"]]
     return tables
+
+
+def make_row(title: str, defaults: dict, entry: dict, where: Path | str) -> Row:
+    """The row `entry` of the table `title`, over the table's `defaults`: a number row (a `metric`) or a figure
+    row (a `figure`: a path or a list of paths inside the row's run directory, and the `command` that draws it),
+    never both and never neither."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: {title!r}: a row must be a mapping of keys, got {entry!r}")
+    name = f"{where}: row {entry.get('row')!r}"
+    if "figure" in entry:
+        numbers = sorted(set(entry) & set(NUMBER_KEYS))
+        if numbers:
+            raise ConfigError(
+                f"{name} has a figure and also a number's keys ({', '.join(numbers)}): a row is a number or a "
+                "figure; put the number in a row of its own"
+            )
+        merged = {**{k: v for k, v in defaults.items() if k in FIGURE_DEFAULTS}, **entry}
+        figure = merged["figure"]
+        figure = [figure] if isinstance(figure, str) else figure
+        if not isinstance(figure, list) or not figure or not all(isinstance(f, str) and f for f in figure):
+            raise ConfigError(f"{name}: figure must be a path or a list of paths, got {merged['figure']!r}")
+        for f in figure:
+            if Path(f).is_absolute() or ".." in Path(f).parts:
+                raise ConfigError(f"{name}: figure {f!r} must be a path inside the row's run directory")
+        merged["figure"] = figure
+        if not merged.get("command"):
+            raise ConfigError(f"{name}: a figure row needs `command`: the command that draws {', '.join(figure)}")
+        width = merged.get("width", FIGURE_WIDTH)
+        if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+            raise ConfigError(f"{name}: width must be a positive number of pixels, got {width!r}")
+    else:
+        if "width" in entry:
+            raise ConfigError(f"{name}: width is for a figure row (one with `figure`)")
+        merged = {**defaults, **entry}
+        if "metric" in merged and not merged["metric"]:
+            raise ConfigError(f"{name} has neither a metric nor a figure: give it one of them")
+    try:
+        return Row(paper=title, **merged)
+    except TypeError as err:  # a missing field (row, config) or an unknown key
+        raise ConfigError(f"{name}: {err}") from None
 
 
 def _get(data: dict, dotted: str) -> Any:
@@ -147,13 +204,63 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
+def row_dir(results: Path, row: Row) -> Path:
+    """The run directory of `row`: its config's results, or the `run` inside them."""
+    run = result_dir(results, row.config)
+    return run / row.run if row.run else run
+
+
+def figure_status(row: Row, results: Path) -> dict[str, Any]:
+    """A figure row's item: which of its pictures exist (paths relative to `results`), and its status: "shown"
+    (all), "partly drawn" (some), else "in flight" (a checkpoint shipped) or "not run"."""
+    run = row_dir(results, row)
+    rel = run.relative_to(results).as_posix()
+    present = [f"{rel}/{f}" for f in row.figure if (run / f).is_file()]
+    missing = [f"{rel}/{f}" for f in row.figure if not (run / f).is_file()]
+    if not missing:
+        status = "shown"
+    elif present:
+        status = f"partly drawn ({len(present)} of {len(row.figure)})"
+    else:
+        status = "in flight (checkpoint shipped)" if (run / "checkpoints").is_dir() else "not run"
+    return {"row": row.row, "dir": rel, "status": status, "present": present, "missing": missing}
+
+
+def _image(path: str, alt: str, width: int) -> str:
+    """An HTML <img>: unlike Markdown's ![alt](path) it takes a width; `path` relative to the README."""
+    return f'<img src="{html.escape(path, quote=True)}" alt="{html.escape(alt, quote=True)}" width="{width}">'
+
+
+def render_figures(rows: list[Row], results: Path) -> list[str]:
+    """The README's list of a table's figure rows: each picture that exists shown at `row.width` pixels, each one
+    missing named, with the command that draws them (and its projected cost while any is missing)."""
+    lines = []
+    for row in rows:
+        s = figure_status(row, results)
+        name = f"[{row.row}]({s['dir']}/)" if s["present"] else row.row
+        text = f"- **{name}**: {s['status']}"
+        if s["missing"]:
+            text += " (" + ", ".join(f"`{m}`" for m in s["missing"]) + ")"
+        text += f". Drawn by `{' '.join(row.command.split())}`"
+        if s["missing"] and row.projected:
+            text += f" (projected: {' '.join(row.projected.split())})"
+        text += "."
+        if row.deviations:
+            text += " Deviations: " + "; ".join(row.deviations) + "."
+        if row.notes:
+            text += " " + " ".join(row.notes.split())
+        lines.append(text)
+        if s["present"]:  # a paragraph of the item (indented): the pictures side by side, wrapping
+            lines += ["", "  " + " ".join(_image(p, p, row.width) for p in s["present"]), ""]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
 def row_status(row: Row, results: Path) -> dict[str, Any]:
     """Everything the README's line for `row` shows, read from `results/<mirror>/`."""
     from vaelab.train.trainer import read_jsonl  # here: the command line's parser imports this module, not torch
 
     root = repo_root(results)
-    run = result_dir(results, row.config)
-    run = run / row.run if row.run else run
+    run = row_dir(results, row)
     out: dict[str, Any] = {"row": row.row, "paper": row.value, "dir": run.relative_to(results).as_posix()}
     fill = row.command or f"vaelab train {row.config} --budget full --run-dir {run.relative_to(root).as_posix()}"
     eval_path = run / (row.source or f"eval-{row.split}.json")
@@ -242,8 +349,13 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
         "`vaelab ledger add RUN_DIR CONFIG` and the README rebuilt with `vaelab ledger build`.",
         "",
     ]
-    for title, rows in tables.items():
+    for title, all_rows in tables.items():
         lines += [f"## {title}", ""]
+        rows = [row for row in all_rows if not row.is_figure]
+        figures = [row for row in all_rows if row.is_figure]
+        if not rows:  # a table of figures alone
+            lines += [*render_figures(figures, results), ""]
+            continue
         exact = any(row.exact_metric for row in rows)  # a column for the exact value, where a table has one
         head = ["row", "paper", "vaelab", "± se", *(["exact"] if exact else []), "delta", "goal", "test points"]
         head += ["IS k", "epochs", "wall", "eval", "threads", "steps/s", "commit", "deviations from the protocol"]
@@ -285,6 +397,8 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
             for row, s in pending:
                 cost = f" (projected: {s['projected']})" if s.get("projected") else ""
                 lines.append(f"- {row.row}: `{s['fill']}`{cost}")
+        if figures:
+            lines += ["", "Figures:", "", *render_figures(figures, results)]
         lines.append("")
     machines = sorted(
         {
