@@ -127,3 +127,13 @@ def test_evaluate_with_stderr_in_a_file_writes_progress_lines(tmp_path):
     assert "\r" not in text
     progress_lines = [line for line in text.splitlines() if re.search(r": \d+/6 batches \(\d+%\)", line)]
     assert progress_lines and progress_lines[-1].split(": ")[1].startswith("6/6 batches (100%)"), text
+
+
+def test_training_progress_shows_no_nan_for_epochs_without_validation(monkeypatch, capsys, tmp_path):
+    """With validation every 2nd epoch, the epochs between show the training loss and no 'valid=nan'."""
+    monkeypatch.setenv(INTERVAL_VARIABLE, "0")
+    vaelab.fit(tiny_vae(), "elbo", binary_images(32), epochs=3, batch_size=16, run_dir=tmp_path / "run",
+               validate_every=2, progress=True)  # fmt: skip
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training: ")]
+    assert lines and not any("nan" in line for line in lines), lines
+    assert any("valid=" in line for line in lines) and any("valid=" not in line for line in lines), lines

@@ -369,7 +369,10 @@ class Trainer:
             if stop or st.epoch == cfg.train.epochs:
                 st.finished = True
                 st.stop_reason = st.stop_reason or f"completed {st.epoch} epochs"
-            epochs.set_postfix(train=f"{row['train_loss']:.2f}", valid=f"{row.get('valid_loss', math.nan):.2f}")
+            shown = {"train": f"{row['train_loss']:.2f}"}
+            if valid is not None:  # an epoch without validation shows none (not a nan)
+                shown["valid"] = f"{valid:.2f}"
+            epochs.set_postfix(shown)
             if self.rank == 0:
                 self._log(row)
                 progress.write(_epoch_line(row, cfg.train.epochs))
