@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if "threads" in vars(args):  # a command that computes
+            from vaelab.allocator import tune_malloc
             from vaelab.threads import start_command
 
+            tune_malloc()  # glibc: keep freed tensor memory for the next step (VAELAB_MALLOC_TUNING=0: off)
             start_command(args.threads)
         return COMMANDS[args.command].command(args)
     except (UserError, TrainingDiverged) as err:
