@@ -806,3 +806,30 @@ def test_kl_z_at_the_draw_is_the_authors_b2():
         CPVAEBound(estimator="exact", kl_z="at_the_draw")
     with pytest.raises(ConfigError, match="kl_z must be"):
         CPVAEBound(kl_z="draw")
+
+
+def modes_seen(model: torch.nn.Module) -> list[bool]:
+    """The `training` flag of every module of `model` at each of its forward calls, as the list fills."""
+    seen: list[bool] = []
+    for m in model.modules():
+        m.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    return seen
+
+
+def test_cpvae_estimators_run_in_eval_mode_and_restore_the_modes():
+    """evaluate_cpvae, log p(x) stratified over c and the active units see the model in eval mode (batch norm and
+    dropout would otherwise use batch statistics and noise), and leave every module's mode as it was."""
+    from vaelab.evaluation import active_units
+
+    x = data(5)
+    for model, estimate in [
+        (linear_cpvae(), lambda m: evaluate_cpvae(m, x, samples=2, progress=False)),
+        (category_decoder_cpvae(), lambda m: log_likelihood_over_c(m, x, samples=6, progress=False)),
+        (linear_cpvae(), lambda m: active_units(m, x)),
+    ]:
+        model.posterior_family.eval()  # a mixed state, to be restored as it was
+        before = [m.training for m in model.modules()]
+        seen = modes_seen(model)
+        estimate(model)
+        assert seen and not any(seen)
+        assert [m.training for m in model.modules()] == before

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vaelab.evaluation.batches import in_eval_mode
+
 
 @torch.no_grad()
+@in_eval_mode
 def posterior_means(model, data: Tensor, batch_size: int = 500, samples: int = 100) -> Tensor:
     """E_q[z | x] `[N, D]`: the family's closed-form mean when it has one, else a `samples`-sample average."""
     device = next(model.parameters()).device

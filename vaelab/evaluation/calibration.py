@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from vaelab.data.supervised import Supervised
+from vaelab.evaluation.batches import in_eval_mode
 from vaelab.evaluation.loglik import _chunk_size, map_batches
 from vaelab.protocols import LatentModel
 
@@ -128,6 +129,7 @@ class Predictions:
 
 
 @torch.no_grad()
+@in_eval_mode
 def predict(
     model,
     data: Supervised,

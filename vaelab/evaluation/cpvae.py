@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from vaelab.errors import ConfigError
+from vaelab.evaluation.batches import in_eval_mode
 from vaelab.evaluation.clustering import clustering_accuracy, perplexity
 from vaelab.evaluation.loglik import ISEstimate
 from vaelab.evaluation.stratified import draws_per_component, evaluate_stratified_log_likelihood
@@ -58,6 +59,7 @@ def over_c_summary(model, samples: int) -> dict:
 
 
 @torch.no_grad()
+@in_eval_mode
 def evaluate_cpvae(
     model,
     data: Tensor,

@@ -18,6 +18,7 @@ from torch.distributions import Distribution
 
 from vaelab.distributions import ReparameterizedMixture
 from vaelab.errors import ConfigError
+from vaelab.evaluation.batches import in_eval_mode
 from vaelab.evaluation.loglik import ISEstimate, map_batches
 from vaelab.objectives.stratified import stratified_log_weights
 from vaelab.threads import CPU_CHUNK_ELEMENTS
@@ -67,6 +68,7 @@ def stratified_log_likelihood(
 
 
 @torch.no_grad()
+@in_eval_mode
 def evaluate_stratified_log_likelihood(
     model,
     data,
