@@ -16,7 +16,7 @@ minor page faults (`ru_minflt`), and the process's peak RSS (`ru_maxrss`). Modes
 * env: `MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824` in the
   child's environment (read by glibc when the process starts);
 * mallopt: the same three settings through `mallopt` at run time, after torch is imported (what a library can do);
-* vaelab: `vaelab.allocator.tune_malloc()`, what `vaelab` commands do at their start (M_MMAP_THRESHOLD 32 MiB,
+* vaelab: `vaelab.allocator.tune_malloc()`, what `vaelab` commands do at their start (M_MMAP_THRESHOLD 64 MiB,
   M_TRIM_THRESHOLD 1 GiB).
 
 The modes run in rotation within every repeat (A B C D, B C D A, ...), so that a change in the machine's load hits

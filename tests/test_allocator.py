@@ -19,6 +19,7 @@ class FakeLibc:
     def __init__(self, result: int = 1) -> None:
         self.calls: list[tuple[int, int]] = []
         self.result = result
+        self.mallopt_result = lambda param, value: self.result  # mallopt's answer to (param, value)
         outer = self
 
         class Mallopt:
@@ -26,7 +27,7 @@ class FakeLibc:
 
             def __call__(self, param: int, value: int) -> int:
                 outer.calls.append((param, value))
-                return outer.result
+                return outer.mallopt_result(param, value)
 
         self.mallopt = Mallopt()
 
@@ -89,6 +90,15 @@ def test_no_op_without_glibc(libc, monkeypatch, confstr):
 def test_refused_setting_reported(libc):
     libc.result = 0  # mallopt refuses the value
     assert allocator.tune_malloc({}) is False
+
+
+def test_older_glibc_gets_its_largest_mmap_threshold(libc):
+    """Older glibc refuses an mmap threshold above HEAP_MAX_SIZE / 2 (32 MiB on 64-bit) and sets nothing then:
+    tune_malloc falls back to that limit and still sets the trim threshold."""
+    limit = allocator.OLD_MMAP_LIMIT
+    libc.mallopt_result = lambda param, value: int(param != allocator.M_MMAP_THRESHOLD or value <= limit)
+    assert allocator.tune_malloc({}) is True
+    assert libc.calls[-2:] == [(allocator.M_MMAP_THRESHOLD, limit), (allocator.M_TRIM_THRESHOLD, 2**30)]
 
 
 def test_computing_commands_call_it(monkeypatch, tmp_path):

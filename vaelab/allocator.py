@@ -9,7 +9,8 @@ in the kernel every step (and some of its tensors, 34 MiB, are above that ceilin
 `mallopt`, which applies to allocations from then on:
 
 * `M_MMAP_THRESHOLD` = 64 MiB (`MMAP_THRESHOLD`): chunks up to 64 MiB come from the heap; larger ones (a data set's
-  tensors) are still mmap'ed and given back when freed, as before;
+  tensors) are still mmap'ed and given back when freed, as before (older glibc takes at most 32 MiB,
+  `OLD_MMAP_LIMIT`: that, then);
 * `M_TRIM_THRESHOLD` = 1 GiB (`TRIM_THRESHOLD`): the heap's top is given back only when more than 1 GiB of it is free.
 
 The process then keeps its heap at its high-water mark instead of returning it between steps. Measured with
@@ -37,6 +38,9 @@ VARIABLE = "VAELAB_MALLOC_TUNING"
 MMAP_THRESHOLD = 64 * 2**20  # twice glibc's own ceiling for its dynamic threshold (32 MiB on 64-bit)
 TRIM_THRESHOLD = 2**30
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+#: The largest mmap threshold older glibc's `mallopt` takes (HEAP_MAX_SIZE / 2 = DEFAULT_MMAP_THRESHOLD_MAX, 32 MiB on
+#: 64-bit, in the 2.26 source; 2.36 takes any int): `tune_malloc` falls back to it where a larger one is refused.
+OLD_MMAP_LIMIT = 4 * 2**20 * ctypes.sizeof(ctypes.c_long)
 #: The environment variables through which a user sets glibc's malloc: any of them, and `tune_malloc` does nothing.
 GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
@@ -56,8 +60,9 @@ def tune_malloc(
     environ: Mapping[str, str] | None = None, mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD
 ) -> bool:
     """Set glibc's `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` (bytes, below 2**31; module docstring) for the rest of
-    the process; True if both were set. False, changing nothing, when `environ` (default `os.environ`) has
-    `VAELAB_MALLOC_TUNING=0` or sets glibc's malloc itself, off Linux, or without glibc."""
+    the process; True if both were set (an mmap threshold that glibc refuses as too high lowered to `OLD_MMAP_LIMIT`).
+    False, changing nothing, when `environ` (default `os.environ`) has `VAELAB_MALLOC_TUNING=0` or sets glibc's malloc
+    itself, off Linux, or without glibc."""
     env = os.environ if environ is None else environ
     if env.get(VARIABLE, "1").strip() == "0" or not sys.platform.startswith("linux"):
         return False
@@ -71,4 +76,8 @@ def tune_malloc(
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mmap threshold first: setting either fixes glibc's dynamic thresholds at their current values
-    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 and mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1
+    # older glibc refuses one above OLD_MMAP_LIMIT (setting nothing): that limit then
+    refused = mallopt(M_MMAP_THRESHOLD, mmap_threshold) != 1
+    if refused and (mmap_threshold <= OLD_MMAP_LIMIT or mallopt(M_MMAP_THRESHOLD, OLD_MMAP_LIMIT) != 1):
+        return False
+    return mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1
