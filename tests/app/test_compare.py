@@ -171,3 +171,20 @@ def test_the_figure_goes_into_run_a_named_by_run_b(tmp_path, capsys):
     ] == pytest.approx(1 / 3)
     assert cli.main(["compare", str(a), str(b), "--out", str(tmp_path / "nowhere" / "f.png")]) == 2
     assert "its directory does not exist" in capsys.readouterr().err
+
+
+def test_damaged_files_and_unwritable_outputs_are_one_line_errors(tmp_path, capsys):
+    a = _hand_made(tmp_path / "a", [1.0, 2.0, 3.0])
+    b = _hand_made(tmp_path / "b", [1.0, 2.5, 3.0])
+    assert cli.main(["compare", str(a), str(b), "--json", str(tmp_path / "nowhere" / "r.json")]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot write the numbers" in err and "its directory does not exist" in err
+    assert not list(a.glob("compare-*"))  # nothing written before the refusal
+    per_example = b / "eval-test-per-example.pt"
+    per_example.write_bytes(per_example.read_bytes()[:40])  # truncated
+    assert cli.main(["compare", str(a), str(b)]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{b}: cannot read eval-test-per-example.pt" in err and "make it again with: vaelab evaluate" in err
+    (b / "eval-test.json").write_text('{"n": 3,')  # cut short
+    assert cli.main(["compare", str(a), str(b)]) == 2
+    assert f"{b}: cannot read eval-test.json" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaelab.app.commands import EPILOG, AddCommon, Subparsers
-from vaelab.errors import DataError, RunDirError, UserError
+from vaelab.errors import CorruptRunFile, DataError, RunDirError, UserError
 
 if TYPE_CHECKING:  # the parser is built on every `vaelab` call: torch is imported only when runs are compared
     from torch import Tensor
@@ -100,8 +100,18 @@ def read_side(run_dir: str | Path, split: str, estimator: str, metric: str) -> S
     for name in (result_name, values_name):
         if not (run / name).is_file():
             raise RunDirError(f"{run}: {name} missing; make it with: {make} (with the same --subset for both runs)")
-    result = json.loads((run / result_name).read_text())
-    per_example = torch.load(run / values_name, weights_only=True)
+    try:
+        result = json.loads((run / result_name).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptRunFile(f"{run}: cannot read {result_name} ({err}); make it again with: {make}") from None
+    try:
+        per_example = torch.load(run / values_name, weights_only=True)
+    except Exception as err:  # noqa: BLE001 (truncated or damaged: EOFError, UnpicklingError, RuntimeError, ...)
+        raise CorruptRunFile(f"{run}: cannot read {values_name} ({type(err).__name__}: {err}); make it again with: "
+                             f"{make}") from None  # fmt: skip
+    if not isinstance(result, dict) or not isinstance(per_example, dict):
+        raise CorruptRunFile(f"{run}: {result_name} or {values_name} is not what vaelab evaluate writes; make them "
+                             f"again with: {make}")  # fmt: skip
     metrics = sorted(k for k, v in per_example.items() if torch.is_tensor(v) and v.dim() == 1)
     if metric not in metrics:
         raise UserError(f"unknown metric {metric!r}: {run / values_name} has per-example {', '.join(metrics)}")
@@ -195,8 +205,10 @@ def command(args: argparse.Namespace) -> int:
     r, a, b = compare(args.run_a, args.run_b, args.split, args.estimator, args.metric)
     figure = Path(args.out) if args.out else default_figure(Path(args.run_a), Path(args.run_b), args.split,
                                                             args.estimator, args.metric)  # fmt: skip
-    if not figure.parent.is_dir():
-        raise RunDirError(f"cannot write the figure {str(figure)!r}: its directory does not exist")
+    numbers = (figure.with_suffix(".json") if args.json is True else Path(args.json)) if args.json else None
+    for what, path in (("the figure", figure), ("the numbers", numbers)):
+        if path is not None and not path.parent.is_dir():  # checked before anything is written
+            raise RunDirError(f"cannot write {what} {str(path)!r}: its directory does not exist")
     for note in r["notes"]:
         print(f"note: {note}", file=sys.stderr)
     what = f"{args.estimator.upper()} {args.metric}"
@@ -211,8 +223,7 @@ def command(args: argparse.Namespace) -> int:
     title = f"{r['dataset']} {args.split}, {r['n']} points: A - B = {r['mean_diff']:.3f} ± {r['se_diff']:.3f}"
     r["figure"] = str(save_paired_figure(a, b, figure, Path(args.run_a).name, Path(args.run_b).name, what, title))
     print(f"figure: {r['figure']}")
-    if args.json:
-        path = figure.with_suffix(".json") if args.json is True else Path(args.json)
-        path.write_text(json.dumps(r, indent=2) + "\n")
-        print(f"numbers: {path}")
+    if numbers is not None:
+        numbers.write_text(json.dumps(r, indent=2) + "\n")
+        print(f"numbers: {numbers}")
     return 0
