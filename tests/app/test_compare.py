@@ -70,6 +70,7 @@ def test_numbers_by_hand(tmp_path, capsys):
                      "--json", str(tmp_path / "n.json")]) == 0  # fmt: skip
     r = json.loads((tmp_path / "n.json").read_text())
     assert (r["mean_diff"], r["frac_ties"], r["figure"]) == (0.0, 1.0, str(tmp_path / "f.png"))
+    assert r["z"] is None and "NaN" not in (tmp_path / "n.json").read_text()  # 0 / 0: standard JSON null
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,7 @@ def command(args: argparse.Namespace) -> int:
     r["figure"] = str(save_paired_figure(a, b, figure, Path(args.run_a).name, Path(args.run_b).name, what, title))
     print(f"figure: {r['figure']}")
     if numbers is not None:
-        numbers.write_text(json.dumps(r, indent=2) + "\n")
+        finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        numbers.write_text(json.dumps(finite, indent=2, allow_nan=False) + "\n")  # standard JSON: null, not NaN
         print(f"numbers: {numbers}")
     return 0
