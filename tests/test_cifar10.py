@@ -23,11 +23,11 @@ from vaelab.data import DATASETS, catalog, load_dataset
 from vaelab.data.sources import ChecksumMismatch
 from vaelab.errors import ConfigError, CorruptFile, DatasetNotFound
 from vaelab.evaluation.annealed import evaluate_ais
-from vaelab.evaluation.batches import eval_mode
 from vaelab.evaluation.gaps import measure_gaps
 from vaelab.evaluation.loglik import evaluate_log_likelihood
 from vaelab.mcmc.options import AISOptions
 from vaelab.nets import StridedConvEncoder, StridedDeconvDecoder
+from vaelab.nets.modes import eval_mode
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cremer"
 PER_BATCH, TEST = 1002, 30  # 5 x 1,002 training images: the first 5,000 held out, 10 left to train on

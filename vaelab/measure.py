@@ -16,10 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.errors import ConfigError
-from vaelab.evaluation.batches import in_eval_mode
 from vaelab.evaluation.loglik import evaluate_log_likelihood
 from vaelab.mcmc import ais_replicates
 from vaelab.mcmc.options import AISOptions, resolve
+from vaelab.nets.modes import in_eval_mode
 from vaelab.protocols import DecodedModel, GenerativeModel, LatentModel
 
 

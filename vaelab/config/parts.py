@@ -18,6 +18,7 @@ from torch.distributions import Distribution
 from vaelab.config.registry import LIKELIHOODS, POSTERIORS, PRIORS, Registry
 from vaelab.errors import ConfigError
 from vaelab.likelihoods import Likelihood
+from vaelab.nets.modes import eval_mode
 from vaelab.posteriors.amortized import Amortized
 from vaelab.priors import Prior
 from vaelab.priors.distribution import DistributionPrior
@@ -35,15 +36,9 @@ def _build_named(registry: Registry, spec: Named, **context: Any):
 
 @torch.no_grad()
 def dry_run(module: Callable[[Tensor], Any], x: Tensor) -> Any:
-    """`module(x)` in eval mode (batch norm with a dry batch), the module's mode restored after."""
-    training = getattr(module, "training", None)
-    if isinstance(module, nn.Module):
-        module.eval()
-    try:
+    """`module(x)` in eval mode (batch norm with a dry batch), each submodule's mode restored after."""
+    with eval_mode(module):
         return module(x)
-    finally:
-        if isinstance(module, nn.Module) and training:
-            module.train()
 
 
 def feature_width(encoder: nn.Module, event_shape: tuple[int, ...], flatten: bool) -> int:

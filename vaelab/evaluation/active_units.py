@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vaelab.evaluation.batches import in_eval_mode
+from vaelab.nets.modes import in_eval_mode
 
 
 @torch.no_grad()

@@ -23,7 +23,6 @@ from vaelab.errors import ConfigError
 from vaelab.evaluation.batches import (
     PartialResults,
     digest,
-    in_eval_mode,
     model_digest,
     seeded_batches,
     shared_seed,
@@ -31,6 +30,7 @@ from vaelab.evaluation.batches import (
 from vaelab.mcmc.ais import AISResult, ReplicatedAIS, ais_replicates
 from vaelab.mcmc.bdmc import BDMCResult, bdmc
 from vaelab.mcmc.options import AISOptions
+from vaelab.nets.modes import in_eval_mode
 
 #: Fields of `AISOptions` that change results by float round-off at most, left out of a partial result's key (a
 #: resumed evaluation may change them).

@@ -11,7 +11,6 @@ evaluation as for an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import json
@@ -64,36 +63,6 @@ def saved_batches(directory: str | Path) -> int:
     """How many batch results `directory` holds (`PartialResults`; 0 where there is no such directory)."""
     directory = Path(directory)
     return len(list(directory.glob("batch-*.pt"))) if directory.is_dir() else 0
-
-
-@contextlib.contextmanager
-def eval_mode(*models: Any) -> Iterator[None]:
-    """Within the block, every `nn.Module` among `models` is in eval mode (batch norm normalises by its running
-    statistics and leaves them as they are; dropout is off); each submodule's own mode is restored after. Objects
-    that are not modules are left alone. Every estimator runs in it: an estimate must not depend on which points
-    share a batch, nor change the model."""
-    modes = [(m, m.training) for model in models if isinstance(model, nn.Module) for m in model.modules()]
-    for m, _ in modes:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def in_eval_mode(fn: F) -> F:
-    """`fn(model, ...)` run with `model` in `eval_mode` (a decorator for the estimators)."""
-
-    @functools.wraps(fn)
-    def run(model: Any, *args: Any, **kwargs: Any) -> Any:
-        with eval_mode(model):
-            return fn(model, *args, **kwargs)
-
-    return run  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from vaelab.data.supervised import Supervised
-from vaelab.evaluation.batches import in_eval_mode
 from vaelab.evaluation.loglik import _chunk_size, map_batches
+from vaelab.nets.modes import in_eval_mode
 from vaelab.protocols import LatentModel
 
 

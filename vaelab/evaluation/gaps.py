@@ -50,7 +50,6 @@ from vaelab.errors import ConfigError
 from vaelab.evaluation.batches import (
     PartialResults,
     digest,
-    in_eval_mode,
     model_digest,
     random_state,
     seeded_batches,
@@ -60,6 +59,7 @@ from vaelab.evaluation.local_optimization import LOCAL_FAMILIES, local_family, o
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
 from vaelab.mcmc import ais
 from vaelab.mcmc.options import ALIASES, AISOptions, resolve
+from vaelab.nets.modes import in_eval_mode
 from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian, PerPoint
 from vaelab.protocols import AmortizedModel
 

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaelab.evaluation.batches import in_eval_mode, seeded_batches
+from vaelab.evaluation.batches import seeded_batches
+from vaelab.nets.modes import in_eval_mode
 from vaelab.objectives.bounds import delta_method_se, sample_log_weights
 from vaelab.progress import progress as progress_bar
 from vaelab.threads import CPU_CHUNK_ELEMENTS

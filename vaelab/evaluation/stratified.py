@@ -18,8 +18,8 @@ from torch.distributions import Distribution
 
 from vaelab.distributions import ReparameterizedMixture
 from vaelab.errors import ConfigError
-from vaelab.evaluation.batches import in_eval_mode
 from vaelab.evaluation.loglik import ISEstimate, map_batches
+from vaelab.nets.modes import in_eval_mode
 from vaelab.objectives.stratified import stratified_log_weights
 from vaelab.threads import CPU_CHUNK_ELEMENTS
 
