@@ -94,7 +94,7 @@ def test_torchrun_train_uneven_data_and_rank0_alone_writes(ddp_run, tmp_path):
     assert out.count("run directory:") == 1 and out.count("training done") == 1, out
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "best.safetensors", "best.safetensors.sha256", "checkpoints", "config.yaml", "metrics.jsonl",
-        "provenance.json",
+        "provenance.json", "training.png",
     ]  # fmt: skip
     assert [(r["epoch"], r["step"]) for r in rows(run_dir)] == [(1, 4), (2, 8)]
     (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]
