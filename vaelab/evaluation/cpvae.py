@@ -20,14 +20,13 @@ different, larger bound, E_{q(z|x)}[log p(x, z) - log q(z|x)], which does not pa
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from vaelab.errors import ConfigError
 from vaelab.evaluation.clustering import clustering_accuracy, perplexity
 from vaelab.evaluation.loglik import ISEstimate
+from vaelab.evaluation.paired import mean_se
 from vaelab.evaluation.stratified import draws_per_component, evaluate_stratified_log_likelihood
 from vaelab.models.cpvae import conditional_pair, reads_category
 from vaelab.nets.modes import in_eval_mode
@@ -92,7 +91,7 @@ def evaluate_cpvae(
     q_c = torch.cat(probs).double().mean(0)
     result = {
         "nvlb": float(nvlb.mean()),
-        "nvlb_se": float(nvlb.std() / math.sqrt(n)) if n > 1 else float("nan"),
+        "nvlb_se": mean_se(nvlb)[1],
         "reconstruction": float(rec.mean()),
         "kl_c": float(kl_c.mean()),
         "kl_z": float(kl_z.mean()),
@@ -103,7 +102,7 @@ def evaluate_cpvae(
     if temperature:
         nvlb_relaxed = kl_c + kl_z - torch.cat(relaxed).double()
         result["nvlb_relaxed"] = float(nvlb_relaxed.mean())
-        result["nvlb_relaxed_se"] = float(nvlb_relaxed.std() / math.sqrt(n)) if n > 1 else float("nan")
+        result["nvlb_relaxed_se"] = mean_se(nvlb_relaxed)[1]
         result["temperature"] = temperature
     if labels is not None:
         pred = torch.cat(probs).argmax(1)

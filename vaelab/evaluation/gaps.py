@@ -33,7 +33,6 @@ same per-point values for any number of ranks and for a stopped and continued me
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from vaelab.evaluation.batches import (
 )
 from vaelab.evaluation.local_optimization import LOCAL_FAMILIES, local_family, optimize_local
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
+from vaelab.evaluation.paired import mean_se
 from vaelab.mcmc import ais
 from vaelab.mcmc.options import ALIASES, AISOptions, resolve
 from vaelab.nets.modes import in_eval_mode
@@ -121,7 +121,8 @@ class GapResult:
         n = log_p.numel()
 
         def stat(t: Tensor) -> dict[str, float]:
-            return {"mean": float(t.mean()), "se": float(t.std() / math.sqrt(n)) if n > 1 else float("nan")}
+            mean, se = mean_se(t)
+            return {"mean": mean, "se": se}
 
         out: dict = {
             "n": n,

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vaelab.evaluation.batches import seeded_batches
+from vaelab.evaluation.paired import mean_se
 from vaelab.nets.modes import in_eval_mode
 from vaelab.objectives.bounds import delta_method_se, sample_log_weights
 from vaelab.progress import progress as progress_bar
@@ -111,7 +112,7 @@ class ISEstimate:
 def _point_summary(log_likelihood: Tensor, elbo: Tensor, mc_se: Tensor) -> dict[str, float]:
     """Means over points and their standard errors (over data; Monte Carlo) of `[n]` per-point values."""
     n = log_likelihood.numel()
-    se = lambda t: float(t.std() / math.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
+    se = lambda t: mean_se(t)[1]  # noqa: E731
     spread = se(log_likelihood)
     return {
         "n": n,
