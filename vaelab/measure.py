@@ -21,6 +21,7 @@ from vaelab.mcmc import ais_replicates
 from vaelab.mcmc.options import AISOptions, resolve
 from vaelab.nets.modes import in_eval_mode
 from vaelab.protocols import DecodedModel, GenerativeModel, LatentModel
+from vaelab.stats import mean_se
 
 
 class _FlatPrior:
@@ -183,10 +184,10 @@ def bdmc(
         raise ConfigError("BDMC needs the latents that generated x (z=...), or an int n to simulate n points")
     device = _device(model, x)
     r = run_bdmc(model, x.to(device), z.to(device), opts, progress=progress)
-    n, gap = r.gap.numel(), r.gap
+    gap = r.gap
     return {
         **r.summary(),
-        "gap_se": float(gap.std() / math.sqrt(n)) if n > 1 else math.nan,
+        "gap_se": mean_se(gap)[1],
         "per_example": {"lower": r.lower.cpu(), "upper": r.upper.cpu(), "gap": gap.cpu()},
     }
 

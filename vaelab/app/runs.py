@@ -52,6 +52,7 @@ from vaelab.measure import as_estimable
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.protocols import DecodedModel, GenerativeModel, HasPseudoInputs, LatentModel, Reconstructs
 from vaelab.recording import RECORD, Run, build_run, load, load_run, read_run_config, resolve_device
+from vaelab.stats import mean_se
 from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
 from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance, read_jsonl
 from vaelab.viz import (
@@ -599,7 +600,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     result.update(r.summary())
     result.update(
         {
-            "gap_se": float(gap.std() / math.sqrt(n)) if n > 1 else math.nan,
+            "gap_se": mean_se(gap)[1],
             "gap_max": float(gap.max()),
             "acceptance_mean": float(r.forward.acceptance.mean()),
             "gradient_evaluations": 2 * options.gradient_evaluations(n),

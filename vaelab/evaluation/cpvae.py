@@ -26,12 +26,12 @@ from torch import Tensor
 from vaelab.errors import ConfigError
 from vaelab.evaluation.clustering import clustering_accuracy, perplexity
 from vaelab.evaluation.loglik import ISEstimate
-from vaelab.evaluation.paired import mean_se
 from vaelab.evaluation.stratified import draws_per_component, evaluate_stratified_log_likelihood
 from vaelab.models.cpvae import conditional_pair, reads_category
 from vaelab.nets.modes import in_eval_mode
 from vaelab.objectives.cpvae import exact_reconstruction, gumbel_reconstruction, kl_terms
 from vaelab.progress import progress as progress_bar
+from vaelab.stats import mean_se
 
 
 def log_likelihood_over_c(

@@ -56,12 +56,12 @@ from vaelab.evaluation.batches import (
 )
 from vaelab.evaluation.local_optimization import LOCAL_FAMILIES, local_family, optimize_local
 from vaelab.evaluation.loglik import importance_sampled_log_likelihood
-from vaelab.evaluation.paired import mean_se
 from vaelab.mcmc import ais
 from vaelab.mcmc.options import ALIASES, AISOptions, resolve
 from vaelab.nets.modes import in_eval_mode
 from vaelab.posteriors import AuxiliaryFlowPosterior, DiagonalGaussian, FullCovarianceGaussian, PerPoint
 from vaelab.protocols import AmortizedModel
+from vaelab.stats import mean_se
 
 #: Display names of the families, as in the paper's tables.
 FAMILY_NAMES = {"ffg": "FFG", "flow": "Flow", "full_covariance": "FullCov"}

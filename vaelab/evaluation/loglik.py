@@ -24,10 +24,10 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vaelab.evaluation.batches import seeded_batches
-from vaelab.evaluation.paired import mean_se
 from vaelab.nets.modes import in_eval_mode
 from vaelab.objectives.bounds import delta_method_se, sample_log_weights
 from vaelab.progress import progress as progress_bar
+from vaelab.stats import mean_se
 from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 #: A point's estimate is flagged as unreliable when its effective sample size is below this many draws. A count,

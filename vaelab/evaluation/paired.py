@@ -11,12 +11,7 @@ import math
 from torch import Tensor
 
 from vaelab.errors import DataError
-
-
-def mean_se(t: Tensor) -> tuple[float, float]:
-    """Mean of `t` `[N]` and its standard error over the N entries, std(t) / sqrt(N) (nan for N < 2)."""
-    n = t.numel()
-    return float(t.mean()), float(t.std() / math.sqrt(n)) if n > 1 else math.nan
+from vaelab.stats import mean_se
 
 
 def paired_difference(a: Tensor, b: Tensor) -> dict[str, float | int]:

@@ -42,6 +42,7 @@ from vaelab.config import Config, load_config
 from vaelab.data.toy_abs import NOISE_VARS, exact_log_marginal, exact_log_posterior
 from vaelab.errors import ConfigError, UserError
 from vaelab.evaluation.stratified import evaluate_stratified_log_likelihood, implicit_posterior_sample
+from vaelab.stats import mean_se
 from vaelab.train.trainer import Trainer, fit_with_provenance
 from vaelab.viz.curves import save_curves
 from vaelab.viz.posterior2d import save_posterior_panels
@@ -174,11 +175,11 @@ def evaluate_method(run: runs.Run, progress: bool = True) -> dict:
         "n": n,
         "siwae_samples": e.is_samples,
         "siwae_log_likelihood": float(est.log_likelihood.mean()),
-        "siwae_log_likelihood_se": float(est.log_likelihood.std() / math.sqrt(n)),
+        "siwae_log_likelihood_se": mean_se(est.log_likelihood)[1],
         "selbo": float(est.elbo.mean()),
         "exact_log_likelihood": float(exact.mean()),
         "gap_to_exact": float((exact - est.log_likelihood.double()).mean()),
-        "gap_to_exact_se": float((exact - est.log_likelihood.double()).std() / math.sqrt(n)),
+        "gap_to_exact_se": mean_se(exact - est.log_likelihood.double())[1],
         "effective_components": float(used),
         "grad_variance_mean": sum(r["grad_variance"] for r in probes) / max(len(probes), 1),
         "grad_variance_last": probes[-1]["grad_variance"] if probes else math.nan,

@@ -39,6 +39,7 @@ from vaelab.mcmc.integrator import LogDensity, in_chunks, value_and_grad
 from vaelab.mcmc.options import AISOptions, resolve
 from vaelab.objectives.bounds import delta_method_se, logmeanexp
 from vaelab.progress import progress as progress_bar
+from vaelab.stats import mean_se
 from vaelab.threads import CPU_CHUNK_ELEMENTS
 
 
@@ -189,7 +190,7 @@ class AISResult:
         return {
             "n": n,
             "log_likelihood": float(ll.mean()),
-            "log_likelihood_se": float(ll.std() / math.sqrt(n)) if n > 1 else float("nan"),
+            "log_likelihood_se": mean_se(ll)[1],
             "ess_mean": float(self.ess.mean()),
             "acceptance_mean": float(self.acceptance.mean()),
         }
@@ -244,15 +245,15 @@ class ReplicatedAIS:
         the first when R > 1 (`mc_se_method`). ESS and acceptance of the chains; `n_nonfinite` points."""
         ll, R = self.log_likelihood, self.replicates
         n = ll.numel()
-        replicate = float(self.estimates.mean(1).std() / math.sqrt(R)) if R > 1 else math.nan
+        replicate = mean_se(self.estimates.mean(1))[1]
         delta = float(self.delta_se.double().square().sum().sqrt() / n)
         ess = self.result.ess
         return {
             "n": n,
             "replicates": R,
             "log_likelihood": float(ll.mean()),
-            "log_likelihood_se": float(ll.std() / math.sqrt(n)) if n > 1 else math.nan,
-            "log_likelihood_se_data": float(ll.std() / math.sqrt(n)) if n > 1 else math.nan,
+            "log_likelihood_se": mean_se(ll)[1],
+            "log_likelihood_se_data": mean_se(ll)[1],
             "log_likelihood_mc_se": replicate if R > 1 else delta,
             "mc_se_method": "replicates" if R > 1 else "delta",
             "log_likelihood_mc_se_replicates": replicate,
