@@ -337,14 +337,15 @@ class LabelledTensors:
 
     name = "labelled"
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, train_y: torch.Tensor | None = None) -> None:
+        self.x, self.y, self.train_y, self.label_reads = x, y, train_y, 0
 
     def split(self, name: str, epoch: int = 0) -> torch.Tensor:
         return self.x
 
     def labels(self, name: str) -> torch.Tensor:
-        return self.y
+        self.label_reads += 1
+        return self.train_y if name == "train" and self.train_y is not None else self.y
 
 
 @pytest.mark.parametrize("decoder_input", ["z_and_c", "z"])
@@ -365,6 +366,20 @@ def test_validation_epochs_log_category_use_as_computed_directly(tmp_path, decod
     assert second["majority_accuracy"] == pytest.approx(accuracy["majority_accuracy"])
     assert second["hungarian_accuracy"] == pytest.approx(accuracy["hungarian_accuracy"])
     assert validation_diagnostics(torch.nn.Linear(2, 2), 3, torch.device("cpu")) == []  # not a CP-VAE: none
+
+
+def test_classes_count_the_training_labels_and_labels_are_read_once(tmp_path):
+    """A validation split without the largest class still has K = 3 classes (from the training labels), so the
+    one-to-one (Hungarian) accuracy is logged; the labels are read in the first validation only."""
+    model = linear_cpvae()
+    x = data(11)
+    valid_y, train_y = torch.tensor([0, 1] * 5 + [0]), torch.tensor([0, 1, 2] * 3 + [0, 1])
+    ds = LabelledTensors(x, valid_y, train_y)
+    cfg = fit_config("cpvae", 3, 4, 1e-3, "adam", 0, False, validate_every=1)
+    Trainer(cfg, tmp_path, model, ds, torch.device("cpu")).fit()
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    assert len(lines) == 3 and all("hungarian_accuracy" in line for line in lines)
+    assert ds.label_reads == 2  # valid and train, once
 
 
 # ----------------------------------------------------------------------------------------- the toy
