@@ -45,6 +45,7 @@ from vaelab.errors import ConfigError, DataError, RunDirError, UserError
 from vaelab.evaluation import active_units, annealed, evaluate_log_likelihood, predict, stratified_summary
 from vaelab.evaluation.batches import digest, saved_batches
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
+from vaelab.evaluation.paired import against_data_density
 from vaelab.likelihoods import Likelihood
 from vaelab.mcmc import simulate
 from vaelab.mcmc.options import AISOptions
@@ -449,6 +450,9 @@ def evaluate(
         )
         bpd = -result["log_likelihood"] / (math.prod(run.model.event_shape) * math.log(2))
         result["bits_per_dim"] = bpd
+        density = getattr(run.dataset, "log_density", None)  # a generated dataset's exact log p_data(x)
+        if density is not None and not isinstance(x, Supervised):
+            result.update(against_data_density(density(x.double()).cpu(), est.log_likelihood.double().cpu()))
         if over_c:
             result.update(over_c_summary(run.model, samples))
         else:

@@ -74,6 +74,7 @@ class Dataset:
         seed: int = 0,
         description: str = "",
         valid_held_out: bool = True,
+        log_density=None,
     ) -> None:
         self.name = name
         self.event_shape = tuple(event_shape)
@@ -83,6 +84,7 @@ class Dataset:
         self.seed = seed
         self.description = description
         self.valid_held_out = valid_held_out  # False: valid is part of train (monitoring only)
+        self.log_density = log_density  # exact log p_data(x) [N] of x [N, *event] (a generated dataset), or None
         self._pixels = pixels
         self._labels = labels
         self._float: dict[str, torch.Tensor] = {}
@@ -165,6 +167,7 @@ def build_dataset(spec: DatasetSpec | SyntheticSpec, built: Built, source: str, 
         seed,
         spec.description,
         getattr(spec, "valid_held_out", True),  # generated datasets always hold their valid split out
+        getattr(spec, "log_density", None),
     )
 
 

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vaelab.errors import ConfigError, DatasetNotFound
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Arrays = dict[str, np.ndarray]
 
@@ -140,6 +144,9 @@ class SyntheticSpec:
     has_labels: bool
     split_sizes: dict[str, int] = field(default_factory=dict)
     binarization: str = "none"
+    #: The exact log p_data(x) `[N]` of points x `[N, *event_shape]` under the generating distribution, when it is
+    #: known: `vaelab evaluate` reports it beside the model's estimate (`data_log_likelihood`, `gap_to_data`).
+    log_density: Callable[[Tensor], Tensor] | None = None
 
 
 SYNTHETIC: dict[str, SyntheticSpec] = {}

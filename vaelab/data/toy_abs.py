@@ -80,5 +80,6 @@ for _name, _var, _what in (
             generate=functools.partial(_generate, name=_name, noise_var=_var),
             has_labels=False,
             split_sizes=SPLIT_SIZES,
+            log_density=functools.partial(exact_log_marginal, noise_var=_var),
         )
     )

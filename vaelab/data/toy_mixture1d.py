@@ -31,6 +31,11 @@ def log_density(x: Tensor) -> Tensor:
     return torch.logsumexp(comp, -1) - math.log(len(MEANS))
 
 
+def log_density_of_points(x: Tensor) -> Tensor:
+    """The exact log p(x) `[N]` of points x `[N, 1]` (the dataset's event shape)."""
+    return log_density(x[..., 0])
+
+
 def _generate(seed: int) -> Built:
     pixels, labels = {}, {}
     for split, n in SPLIT_SIZES.items():
@@ -52,5 +57,6 @@ TOY_MIXTURE1D = register_synthetic(
         generate=_generate,
         has_labels=True,
         split_sizes=SPLIT_SIZES,
+        log_density=log_density_of_points,
     )
 )

@@ -14,6 +14,20 @@ from vaelab.errors import DataError
 from vaelab.stats import mean_se
 
 
+def against_data_density(exact: Tensor, estimate: Tensor) -> dict[str, float]:
+    """A model's per-point log-likelihood `estimate` `[N]` beside the exact log p_data(x) `[N]` of the distribution
+    that generated the points: `data_log_likelihood` (mean, with `_se` over points) and `gap_to_data` = mean(exact -
+    estimate), paired, with its `_se`. Its expectation is KL(p_data || p_model) plus the estimator's own bias (an IS
+    or ELBO lower bound makes it larger), so the best model has a gap near 0."""
+    p = paired_difference(exact, estimate)
+    return {
+        "data_log_likelihood": p["mean_a"],
+        "data_log_likelihood_se": p["se_a"],
+        "gap_to_data": p["mean_diff"],
+        "gap_to_data_se": p["se_diff"],
+    }
+
+
 def paired_difference(a: Tensor, b: Tensor) -> dict[str, float | int]:
     """The paired comparison of `a` and `b` `[N]` (the same points, in the same order), in float64: `n`, `mean_a`,
     `se_a`, `mean_b`, `se_b` (each over points), `mean_diff` = mean(a - b), `sd_diff`, `se_diff` = sd(a - b) /

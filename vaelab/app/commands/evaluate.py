@@ -194,6 +194,12 @@ def print_eval(r: dict) -> None:
         f"({r['bits_per_dim']:.3f} bits/dim), ELBO {r['elbo']:.2f} (se over data {r['elbo_se']:.2f}), "
         f"active units {r['active_units']}/{r['latent_dim']}"
     )
+    if "data_log_likelihood" in r:  # generated data: the exact log p_data(x) of the same points
+        print(
+            f"exact log p_data(x) of the data's distribution {r['data_log_likelihood']:.4f} (se over data "
+            f"{r['data_log_likelihood_se']:.4f}): the model's estimate is {r['gap_to_data']:.4f} +- "
+            f"{r['gap_to_data_se']:.4f} below it, paired (KL(p_data || p_model) plus the estimator's bias)"
+        )
     if "siwae_log_likelihood" in r:  # a mixture posterior: the stratified estimate from as many draws (SIWAE eq. 2)
         print(
             f"SIWAE evidence {r['siwae_log_likelihood']:.2f} (Monte Carlo se {r['siwae_log_likelihood_mc_se']:.3f}, "
