@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +74,7 @@ class Dataset:
         seed: int = 0,
         description: str = "",
         valid_held_out: bool = True,
-        log_density=None,
+        log_density: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.name = name
         self.event_shape = tuple(event_shape)
