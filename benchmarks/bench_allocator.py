@@ -8,7 +8,9 @@ Each measurement is a fresh process (`--child`, so that the malloc environment a
 builds the model, objective and optimiser as `vaelab train` does (`recording.build_run`, `Trainer`), runs
 `--warmup` steps of `Trainer._step` (forward, backward, finiteness checks, optimiser) on one torch thread, then
 `--steps` timed steps, and reports per step the process CPU time (user + sys, `getrusage(RUSAGE_SELF)`) and the
-minor page faults (`ru_minflt`), and the process's peak RSS (`ru_maxrss`). Modes:
+minor page faults (`ru_minflt`), and the process's peak RSS (`ru_maxrss`). One untimed step more is counted by
+`torch.utils.flop_counter` (its matmul FLOPs, forward and backward), so the table's GFLOP/s (counted FLOPs over the
+median CPU time) says how close a config's step runs to this machine's matmul peak (`bench_core.py` prints it). Modes:
 
 * default: glibc's own settings (a freed chunk above the dynamic mmap threshold, at most 32 MiB, goes back to the
   kernel, and the top of the heap is trimmed above twice that threshold: large tensors are page-faulted and
@@ -85,6 +87,7 @@ def child(mode: str, config: str, steps: int, warmup: int) -> dict:
     import resource
 
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from vaelab import recording
     from vaelab.config import load_config
@@ -110,6 +113,8 @@ def child(mode: str, config: str, steps: int, warmup: int) -> dict:
         float(loss)  # the trainer reads the loss back every few steps; nothing is left pending
 
     run_steps(warmup)
+    with FlopCounterMode(display=False) as counter:  # one step's matmul FLOPs (forward and backward)
+        run_steps(1)
     r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     run_steps(steps)
     r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -120,6 +125,7 @@ def child(mode: str, config: str, steps: int, warmup: int) -> dict:
         "how": how,
         "steps": steps,
         "cpu_s": cpu / steps,
+        "gflop": counter.get_total_flops() / 1e9,
         "sys_s": (r1.ru_stime - r0.ru_stime) / steps,
         "wall_s": (w1 - w0) / steps,
         "minflt": (r1.ru_minflt - r0.ru_minflt) / steps,
@@ -161,6 +167,7 @@ def summary(records: list[dict]) -> str:
                     len(rs),
                     f"{med:.1f} [{min(cpu):.1f}-{max(cpu):.1f}]",
                     f"{med / base / 1e3:.2f}" if base else "-",
+                    f"{rs[0]['gflop'] / med * 1e3:.0f}" if "gflop" in rs[0] else "-",
                     f"{statistics.median(r['sys_s'] for r in rs) * 1e3:.1f}",
                     f"{statistics.median(r['minflt'] for r in rs):,.0f}",
                     f"{statistics.median(r['maxrss_mb'] for r in rs):,.0f}",
@@ -173,6 +180,7 @@ def summary(records: list[dict]) -> str:
         "n",
         "CPU ms/step median [range]",
         "vs default",
+        "GFLOP/s",
         "sys ms",
         "minflt/step",
         "RSS MB",
@@ -215,6 +223,11 @@ def main(argv: list[str] | None = None) -> None:
         records = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     print(f"{common.cpu_model()}, torch 1 thread, load average {common.load_avg()}; {args.steps} steps per process")
     print(summary(records))
+    import torch
+
+    torch.set_num_threads(1)
+    peak, n = common.matmul_peak((1024, 2048))
+    print(f"fp32 matmul peak at 1 thread, now: {peak:.1f} GFLOP/s (n = {n}): the GFLOP/s column's ceiling")
 
 
 if __name__ == "__main__":
