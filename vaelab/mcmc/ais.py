@@ -244,7 +244,7 @@ class ReplicatedAIS:
         delta method within each run (`log_likelihood_mc_se_delta`, which understates it); `log_likelihood_mc_se` is
         the first when R > 1 (`mc_se_method`). ESS and acceptance of the chains; `n_nonfinite` points."""
         ll, R = self.log_likelihood, self.replicates
-        n = ll.numel()
+        n, se_data = ll.numel(), mean_se(ll)[1]
         replicate = mean_se(self.estimates.mean(1))[1]
         delta = float(self.delta_se.double().square().sum().sqrt() / n)
         ess = self.result.ess
@@ -252,8 +252,8 @@ class ReplicatedAIS:
             "n": n,
             "replicates": R,
             "log_likelihood": float(ll.mean()),
-            "log_likelihood_se": mean_se(ll)[1],
-            "log_likelihood_se_data": mean_se(ll)[1],
+            "log_likelihood_se": se_data,
+            "log_likelihood_se_data": se_data,
             "log_likelihood_mc_se": replicate if R > 1 else delta,
             "mc_se_method": "replicates" if R > 1 else "delta",
             "log_likelihood_mc_se_replicates": replicate,

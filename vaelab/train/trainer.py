@@ -27,6 +27,7 @@ validation splits are moved to the device once where they fit and batched there 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -293,21 +294,19 @@ class Trainer:
         if valid is not None and not math.isfinite(valid):
             raise self._diverged(epoch, f"the validation loss is {valid}")
 
+    @functools.cached_property
     def valid_labels(self) -> tuple[Tensor, int] | None:
         """The labels `[N]` of the validation split and the number of classes, when the dataset has labels
         (`dataset.labels`); read once and kept. The classes are counted over the training and validation labels, not
         only those of a small `data.valid_subset`, which may miss the largest one."""
-        if not hasattr(self, "_valid_labels"):
-            labels = getattr(self.dataset, "labels", None)
-            y = labels("valid") if callable(labels) else None
-            if y is None or not y.numel():
-                self._valid_labels = None
-            else:
-                seen = [t for t in (y, labels("train")) if t is not None and t.numel()]
-                classes = max(int(t.max()) for t in seen) + 1
-                subset = self.cfg.data.valid_subset
-                self._valid_labels = (y[:subset] if subset else y, classes)
-        return self._valid_labels
+        labels = getattr(self.dataset, "labels", None)
+        y = labels("valid") if callable(labels) else None
+        if y is None or not y.numel():
+            return None
+        train = labels("train")
+        classes = max(int(y.max()), int(train.max()) if train is not None and train.numel() else -1) + 1
+        subset = self.cfg.data.valid_subset
+        return (y[:subset] if subset else y, classes)
 
     def validation_loss(self) -> float:
         """Mean negative bound (beta = lambda = 1) on the validation split (`validate`)."""
@@ -323,7 +322,7 @@ class Trainer:
         data, bs = self.placed("valid", self.valid_data()), self.cfg.data.eval_batch_size
         dtype = tally_dtype(self.device)
         total = torch.zeros((), dtype=dtype, device=self.device)
-        labelled = self.valid_labels()  # read once per run
+        labelled = self.valid_labels
         diagnostics = validation_diagnostics(self.model, labelled[1] if labelled else None, self.device, dtype)
         placed_labels = self.placed("valid labels", labelled[0]) if diagnostics and labelled else None
         lo, hi = distributed.block(data.shape[0], self.rank, self.world)
