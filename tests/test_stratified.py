@@ -631,3 +631,27 @@ def test_toy_experiment_writes_its_tables_and_figures(tmp_path):
     for r in results.values():
         assert r["n"] == 50 and r["siwae_log_likelihood"] <= r["exact_log_likelihood"] + 1.0
         assert r["grad_variance_mean"] > 0
+        assert r["gap_to_exact"] == pytest.approx(r["exact_log_likelihood"] - r["siwae_log_likelihood"], abs=1e-9)
+        assert r["gap_to_exact_se"] > 0
+
+
+def test_toy_evaluation_refuses_a_nan_evidence(monkeypatch, tmp_path):
+    """A NaN in the per-point SIWAE evidence is an error that names it, not a NaN gap in eval-*.json."""
+    from types import SimpleNamespace
+
+    from vaelab.data import load_dataset
+    from vaelab.errors import DataError
+    from vaelab.experiments import siwae_toy
+
+    def fake(model, x, *args, **kwargs):
+        values = torch.zeros(x.shape[0], dtype=torch.float64)
+        values[3] = math.nan
+        return SimpleNamespace(log_likelihood=values, elbo=values)
+
+    monkeypatch.setattr(siwae_toy, "evaluate_stratified_log_likelihood", fake)
+    settings = SimpleNamespace(split="test", subset=10, is_samples=2, batch_size=10, max_elements=1000)
+    cfg = SimpleNamespace(eval=settings, data=SimpleNamespace(name="toy_abs"), seed=0)
+    run = SimpleNamespace(cfg=cfg, dataset=load_dataset("toy_abs"), model=None, path=tmp_path, device="cpu")
+    with pytest.raises(DataError, match="1 of the 10 values .* NaN or infinite .* point 3"):
+        siwae_toy.evaluate_method(run, progress=False)
+    assert not list(tmp_path.iterdir())
