@@ -164,7 +164,7 @@ def evaluate_method(run: runs.Run, progress: bool = True) -> dict:
     x = x[: e.subset] if e.subset else x
     torch.manual_seed(run.cfg.seed + 1)
     est = evaluate_stratified_log_likelihood(run.model, x, e.is_samples, e.batch_size, e.max_elements, progress)
-    exact = against_data_density(run.dataset.log_density(x.double()), est.log_likelihood)  # raises on a NaN
+    vs_data = against_data_density(run.dataset.log_density(x.double()), est.log_likelihood)  # raises on a NaN
     evidence, evidence_se = mean_se(est.log_likelihood.double())  # float64, as the paired gap
     with torch.no_grad():
         log_alpha = run.model.posterior(x.to(run.device)).log_weights
@@ -180,9 +180,9 @@ def evaluate_method(run: runs.Run, progress: bool = True) -> dict:
         "siwae_log_likelihood": evidence,
         "siwae_log_likelihood_se": evidence_se,
         "selbo": float(est.elbo.mean()),
-        "exact_log_likelihood": exact["data_log_likelihood"],
-        "gap_to_exact": exact["gap_to_data"],
-        "gap_to_exact_se": exact["gap_to_data_se"],
+        "exact_log_likelihood": vs_data["data_log_likelihood"],
+        "gap_to_exact": vs_data["gap_to_data"],
+        "gap_to_exact_se": vs_data["gap_to_data_se"],
         "effective_components": float(used),
         "grad_variance_mean": sum(r["grad_variance"] for r in probes) / max(len(probes), 1),
         "grad_variance_last": probes[-1]["grad_variance"] if probes else math.nan,
