@@ -7,6 +7,7 @@ transfer options (train.init_from, train.freeze), the shipped configs and the `v
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from vaelab.distributions.auxiliary_flow import AuxiliaryFlowDistribution
 from vaelab.errors import ConfigError
 from vaelab.evaluation import importance_sampled_log_likelihood
 from vaelab.evaluation.gaps import gaps_table, measure_gaps, write_gap_report
-from vaelab.evaluation.local_optimization import local_family, optimize_local
+from vaelab.evaluation.local_optimization import _LocalELBO, local_family, optimize_local
 from vaelab.objectives import ELBO
 from vaelab.posteriors import (
     AuxiliaryFlowPosterior,
@@ -95,16 +96,49 @@ def test_points_that_converge_stop_updating(model_and_data):
         if "first_stop" not in seen and not bool(active.all()):
             seen["first_stop"] = torch.cat([fam.loc, fam.log_scale], -1).detach().clone()
 
+    decoded: list[int] = []  # data points decoded in each step
+    log_likelihood = model.log_likelihood
+    model.log_likelihood = lambda x, z: decoded.append(z.shape[-2]) or log_likelihood(x, z)
     fit = optimize_local(
         model, x, family, callback=record, progress=False, samples=100, lr=0.01, check_every=20, patience=3
     )
     assert fit.converged.all()
+    assert sum(decoded) == int(fit.steps.sum()) and min(decoded) < 6  # stopped points are not decoded any more
     assert fit.steps[start_at_optimum].max() < fit.steps[~start_at_optimum].min(), fit.steps
     final = torch.cat([family.loc, family.log_scale], -1).detach()
     for i, values in at_stop.items():
         torch.testing.assert_close(final[i], values, rtol=0, atol=0)  # frozen exactly where it stopped
     moved = (final - seen["first_stop"]).abs().amax(-1)
     assert (moved[~start_at_optimum] > 1e-3).all()  # the others ran on after the first points stopped
+
+
+@pytest.mark.parametrize("name", ["ffg", "flow"])
+def test_the_local_elbo_of_some_points_is_theirs_alone(name):
+    """`_LocalELBO` under `functional_call` with rows 3 and 0 of every parameter (the flow's per-point networks
+    too) gives, on the same draws, the ELBO and the gradients of a family of just those two points, and no gradient
+    on the other rows."""
+    torch.manual_seed(0)
+    model = linear_gaussian(x_dim=4, latent_dim=3, sigma=0.8).double()
+    x = model.marginal().sample((5,))
+    family = local_family(name, 5, 3, like=x)
+    with torch.no_grad():
+        for p in family.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # rows differ, so picking the wrong ones shows
+    index = torch.tensor([3, 0])
+    rows = {f"family.{k}": p[index] for k, p in family.named_parameters()}
+    torch.manual_seed(1)
+    part = torch.func.functional_call(_LocalELBO(model, family, 7), rows, (x[index],))
+    part.sum().backward()
+    alone = copy.deepcopy(family)
+    for p in alone.parameters():
+        p.data = p.data[index].clone()
+    torch.manual_seed(1)
+    expected = _LocalELBO(model, alone, 7)(x[index])
+    expected.sum().backward()
+    torch.testing.assert_close(part, expected)
+    for (k, p), q in zip(family.named_parameters(), alone.parameters(), strict=True):
+        torch.testing.assert_close(p.grad[index], q.grad, msg=k)
+        assert (p.grad[[1, 2, 4]] == 0).all(), k
 
 
 def test_gap_decomposition_matches_closed_forms(model_and_data, tmp_path):

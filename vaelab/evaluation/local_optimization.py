@@ -5,10 +5,12 @@ posterior family's parameters, the same family classes the encoders use); one Ad
 optimiser (lr 1e-3) maximises every point's S-sample ELBO (S = 100) together. The stopping rule is the
 paper's, applied to every point on its own: after every `check_every` (100) steps the average of the last
 `check_every` ELBO values of point i is compared with its best such average; after `patience` (10)
-consecutive checks without improvement point i stops. A stopped point leaves the loss (its gradient is
-zero) and its parameters are held where they were when it stopped (Adam's momentum would otherwise move
-them), so the remaining points run on unchanged. A point whose gradient is not finite in a step (a rare
-sample far in a tail) gets a zero gradient in that step. Everything is masks over `[N]`; no loop over points.
+consecutive checks without improvement point i stops. A stopped point leaves the computation (each step
+samples and decodes only the points still optimising, so a batch costs the sum of its points' steps, not
+N times its slowest point's) and its parameters are held where they were when it stopped (Adam's momentum
+would otherwise move them), so the remaining points run on unchanged. A point whose gradient is not finite
+in a step (a rare sample far in a tail) gets a zero gradient in that step. Everything is masks and index sets
+over `[N]`; no loop over points.
 """
 
 from __future__ import annotations
@@ -99,6 +101,21 @@ def _point_mask(active: Tensor, p: Tensor) -> Tensor:
     return active.reshape(-1, *([1] * (p.dim() - 1)))
 
 
+class _LocalELBO(nn.Module):
+    """x `[M, *event]` -> the `samples`-sample ELBO `[M]` of `family`'s q at x. Called through
+    `torch.func.functional_call` with M rows of the family's parameters (its per-point networks included), it is
+    the ELBO of those M points alone, its work M points' and its gradient on those rows only; the whole
+    computation runs inside the call, since a flow's q reads its networks when it is sampled."""
+
+    def __init__(self, model: nn.Module, family: PerPoint, samples: int) -> None:
+        super().__init__()
+        self.model, self.family, self.samples = model, family, samples
+
+    def forward(self, x: Tensor) -> Tensor:
+        lw, _ = sample_log_weights(self.model, x, self.samples, self.family())
+        return lw.log_w.mean(0)
+
+
 def optimize_local(
     model,
     x: Tensor,
@@ -125,6 +142,7 @@ def optimize_local(
         if p.shape[0] != family.n:
             raise ValueError(f"every local parameter must have leading dimension N = {family.n}, got {tuple(p.shape)}")
     optimizer = torch.optim.Adam(params, lr=lr)
+    objective = _LocalELBO(model, family, samples)
     N, device, dtype = family.n, params[0].device, params[0].dtype
     active = torch.ones(N, dtype=torch.bool, device=device)
     held = [p.detach().clone() for p in params]  # the parameters of stopped points, as they stopped
@@ -136,9 +154,15 @@ def optimize_local(
     bar = progress_bar(total=max_steps, desc=desc, unit="step", enabled=progress)
     with frozen(model):
         for step in itertools.count(1) if max_steps is None else range(1, max_steps + 1):
-            lw, _ = sample_log_weights(model, x, samples, family())
-            elbo = lw.log_w.mean(0)  # [N]
-            loss = -torch.where(active, elbo, torch.zeros_like(elbo)).sum()
+            if bool(active.all()):
+                elbo = objective(x)  # [N]
+                loss = -elbo.sum()
+            else:  # only the points still optimising: their rows of every parameter, their data
+                index = active.nonzero().squeeze(1)
+                rows = {f"family.{name}": p[index] for name, p in family.named_parameters()}
+                part = torch.func.functional_call(objective, rows, (x[index],))  # [M]
+                elbo = torch.zeros(N, dtype=part.dtype, device=device).index_copy(0, index, part.detach())
+                loss = -part.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():  # a point whose gradient is not finite (a rare far-out sample) skips this step

@@ -41,13 +41,14 @@ class GroupedLinear(nn.Module):
             self.weight.uniform_(-bound, bound)
 
     def forward(self, h: Tensor) -> Tensor:
-        if self.groups == 1:
+        groups = self.weight.shape[0]  # not self.groups: `PerPoint(index)` calls this with a subset's weights
+        if groups == 1:
             return torch.addmm(self.bias[0], h.reshape(-1, self.in_features), self.weight[0]).reshape(
                 *h.shape[:-1], self.out_features
             )
         B = h.shape[-2]
-        if self.groups != B:
-            raise ValueError(f"a network with {self.groups} groups got a batch of {B} data points")
+        if groups != B:
+            raise ValueError(f"a network with {groups} groups got a batch of {B} data points")
         lead = h.shape[:-2]
         hb = h.reshape(-1, B, self.in_features).transpose(0, 1)  # [B, S, in]
         out = torch.baddbmm(self.bias.unsqueeze(1), hb, self.weight)  # [B, S, out]
