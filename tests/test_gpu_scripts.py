@@ -4,7 +4,6 @@ and options that the command line has."""
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 import shutil
@@ -21,7 +20,7 @@ SCRIPTS = sorted((ROOT / "benchmarks" / "gpu").glob("*.sh")) + [ROOT / "benchmar
 
 def _commands() -> dict[str, set[str]]:
     """Every `vaelab` subcommand with its option strings."""
-    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    sub = next(a for a in _parser()._actions if a.dest == "command")  # as tests/app/test_cli.py finds it
     return {name: {s for a in p._actions for s in a.option_strings} for name, p in sub.choices.items()}
 
 

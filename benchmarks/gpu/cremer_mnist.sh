@@ -4,10 +4,10 @@
 # model (weights shipped in results/cremer/table2_mnist_ffg) and the Flow model (paper: approximation / amortization
 # 1.43 / 1.34 nats for FFG, 1.44 / 1.41 for Flow). The CPU ledger rows use the first 100 points.
 # CPU, 1 thread (measured on this project's machine): Flow training about 7.8 h; the gaps 82 min per batch of 25
-# points (q*_FFG 12,000 steps in 9 min, q*_Flow 22,500 steps in 66 min, AIS 4 min), so about 55 h per model for
-# 1,000 points before stopped points left the computation (a quarter less, projected from the points' steps).
+# points (q*_FFG 12,000-12,700 steps in 9 min, q*_Flow 21,500-23,300 steps in 66 min, AIS 4 min), so about 55 h per model for
+# 1,000 points before stopped points left the computation (about 28% less since, projected from batch 0's steps).
 # One GPU (estimate, not measured): training 2-3 h (about 2 M steps, launch-bound); gaps in batches of 500 points,
-# each 12,000 + 23,000 optimisation steps of 2-10 ms and AIS, about 0.5-1 h per model; 3-5 h in all.
+# each about 12,700 + 23,300 optimisation steps of 2-10 ms and AIS, about 0.5-1 h per model; 3-5 h in all.
 # Rerunning continues: training from its last checkpoint, gaps from finished batches (`gaps-1000/gaps-partial/`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

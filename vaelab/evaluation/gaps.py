@@ -26,7 +26,7 @@ L[q] and L[q*] are `eval_samples`-sample ELBO estimates; their draws are indepen
 
 Each batch of points draws its noise from a stream seeded by its index (`vaelab.evaluation.batches`), so the batches
 can be shared out over the ranks of a process group (`torchrun ... -m vaelab gaps`) and kept on disk as they are
-done (the local optimisation is long: 82 min per 25 MNIST points on one CPU thread at the paper's settings), with the
+done (the local optimisation is long: 82-87 min per 25 MNIST points on one CPU thread at the paper's settings), with the
 same per-point values for any number of ranks and for a stopped and continued measurement.
 """
 

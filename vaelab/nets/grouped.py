@@ -41,7 +41,7 @@ class GroupedLinear(nn.Module):
             self.weight.uniform_(-bound, bound)
 
     def forward(self, h: Tensor) -> Tensor:
-        groups = self.weight.shape[0]  # not self.groups: `PerPoint(index)` calls this with a subset's weights
+        groups = self.weight.shape[0]  # not self.groups: `optimize_local` calls this with a subset's rows of weights
         if groups == 1:
             return torch.addmm(self.bias[0], h.reshape(-1, self.in_features), self.weight[0]).reshape(
                 *h.shape[:-1], self.out_features
