@@ -42,6 +42,7 @@ from vaelab.models.vae import VAE
 from vaelab.objectives.bounds import sample_log_weights
 from vaelab.objectives.cpvae import CPVAEBound, kl_terms
 from vaelab.objectives.stratified import stratified_log_weights
+from vaelab.posteriors.conditional import CategoricalGaussian
 from vaelab.train.diagnostics import validation_diagnostics
 from vaelab.train.trainer import Trainer, read_jsonl
 
@@ -821,6 +822,57 @@ def test_kl_z_at_the_draw_is_the_authors_b2():
         CPVAEBound(estimator="exact", kl_z="at_the_draw")
     with pytest.raises(ConfigError, match="kl_z must be"):
         CPVAEBound(kl_z="draw")
+
+
+def test_independent_decoder_draw_pairs_z_of_one_category_with_the_decoder_of_another():
+    """`decoder_draw: independent` (the authors' code's second Gumbel draw for the decoder): near tau = 0 its A is
+    sum_{k, j} q(k|x) q(j|x) E_{q(z|x,k)} log p(x | z, j) in closed form, not the bound's sum_k q(k|x) E log p(x|z,k);
+    at tau = 0 (the bound's estimate) the draw stays shared; refused without the Gumbel estimator."""
+    torch.manual_seed(7)
+    model, x = category_decoder_cpvae(), data()
+    with torch.no_grad():
+        q = model.posterior(x)
+        pi, comps, w, b = q.log_weights.exp(), q.component_distribution, model.decoder.weight, model.decoder.bias
+        mean = torch.einsum("jxd,bkd->bkjx", w, comps.loc) + b  # z from category k, decoder of category j
+        spread = torch.einsum("jxd,bkd->bkj", w.square(), comps.scale.square())
+        sq = (x[:, None, None] - mean).square().sum(-1)
+        log_lik = -0.5 * X_DIM * math.log(2 * math.pi * SIGMA**2) - (sq + spread) / (2 * SIGMA**2)  # [B, K, K]
+        crossed = torch.einsum("bk,bj,bkj->b", pi, pi, log_lik)
+        matched = (pi * log_lik.diagonal(dim1=1, dim2=2)).sum(-1)
+
+        def reconstruction(decoder_draw: str, relaxed: bool = True) -> torch.Tensor:
+            """200 estimates of A at tau = 1e-4 (`relaxed`), or with the hard draws of the bound's estimate."""
+            options = dict(temperature=1e-4, relaxed_scoring=relaxed, decoder_draw=decoder_draw)
+            bound = CPVAEBound("gumbel", samples=50, **options)
+            return torch.stack([bound.terms(model, x).reconstruction for _ in range(200)])
+
+        independent, shared = reconstruction("independent"), reconstruction("shared")
+        assert_mc_close(independent, crossed, "independent draws near tau = 0")
+        assert_mc_close(shared, matched, "one shared draw near tau = 0")
+        assert_mc_close(reconstruction("independent", relaxed=False), matched, "hard draws (tau = 0) stay shared")
+        z_wrong = (independent.mean(0) - matched).abs() / (independent.std(0) / math.sqrt(200))
+        assert z_wrong.max() > 2 * Z_SE  # the test tells the two apart
+        assert_mc_close(reconstruction("independent", 0.0), matched, "hard draws (tau = 0) stay shared")
+    with pytest.raises(ConfigError, match="needs estimator: gumbel"):
+        CPVAEBound("exact", decoder_draw="independent")
+    with pytest.raises(ConfigError, match="decoder_draw must be"):
+        CPVAEBound("gumbel", decoder_draw="twice")
+
+
+def test_elu_logit_activation_is_the_authors_q_c():
+    """`logit_activation: elu`: log q(c | x) = log_softmax(ELU(W h + b)) (the authors' code), linear by default."""
+    torch.manual_seed(2)
+    h = torch.randn(5, 8) * 3
+    plain = CategoricalGaussian(8, D, categories=K)
+    elu = CategoricalGaussian(8, D, categories=K, logit_activation="elu")
+    elu.load_state_dict(plain.state_dict())
+    logits = plain.logits_head(h)
+    torch.testing.assert_close(plain(h).log_weights, torch.log_softmax(logits, -1))
+    torch.testing.assert_close(elu(h).log_weights, torch.log_softmax(torch.nn.functional.elu(logits), -1))
+    assert (logits < -0.5).any()  # ELU changes these
+    torch.testing.assert_close(elu(h).component_distribution.loc, plain(h).component_distribution.loc)
+    with pytest.raises(ConfigError, match="logit_activation must be"):
+        CategoricalGaussian(8, D, categories=K, logit_activation="relu")
 
 
 def modes_seen(model: torch.nn.Module) -> list[bool]:

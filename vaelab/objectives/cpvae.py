@@ -19,6 +19,9 @@ and reports (early stopping on it, `vaelab evaluate`'s `nvlb_relaxed`).
 
 `kl_z: at_the_draw` (an ablation, not the bound) replaces B2 by the authors' code's sum_k q(k | x) KL(q(z | x, c~) ||
 p(z | k)): the one Gaussian of the Gumbel draw c~ against every p(z | k) (`kl_z_at_the_draw`).
+`decoder_draw: independent` (an ablation) feeds the decoder a second, independent Gumbel-Softmax draw c~' while z
+comes from q(z | x, c~), as the authors' code does (models/cp_vae_z_xc.py: encoder() and forward() each call
+their Gumbel sampler); only where c~ is relaxed (tau > 0): the hard draws of the bound's estimate stay shared.
 
 The temperature of epoch e (0-based) when anneal_rate r > 0 (the paper gives no schedule):
   * `anneal: exponential`: tau_e = max(min_temperature, temperature * exp(-r e));
@@ -54,6 +57,7 @@ from vaelab.priors.mixture_of_gaussians import MixtureOfGaussians
 ESTIMATORS = ("exact", "gumbel")
 ANNEALING = ("exponential", "compound")
 KL_Z = ("per_category", "at_the_draw")
+DECODER_DRAWS = ("shared", "independent")
 
 
 @dataclass
@@ -109,12 +113,21 @@ def gumbel_reconstruction(
 
 
 def _gumbel_terms(
-    model, x: Tensor, q: CategoricalGaussianPosterior, samples: int, temperature: float, straight_through: bool
+    model,
+    x: Tensor,
+    q: CategoricalGaussianPosterior,
+    samples: int,
+    temperature: float,
+    straight_through: bool,
+    independent_decoder_draw: bool = False,
 ) -> tuple[Tensor, DiagonalNormal]:
-    """(A `[B]` as `gumbel_reconstruction`, q(z | x, c~_s) with batch `[S, B]`)."""
-    log_pi = q.log_weights
-    c = relaxed_one_hot(log_pi.expand(samples, *log_pi.shape), temperature, straight_through)  # [S, B, K]
+    """(A `[B]` as `gumbel_reconstruction`, q(z | x, c~_s) with batch `[S, B]`); `independent_decoder_draw` (for
+    temperature > 0): the decoder reads a second draw c~'_s (see the module docstring)."""
+    log_pi = q.log_weights.expand(samples, *q.log_weights.shape)
+    c = relaxed_one_hot(log_pi, temperature, straight_through)  # [S, B, K]
     q_z = q.given(c)
+    if independent_decoder_draw and temperature > 0:
+        c = relaxed_one_hot(log_pi, temperature, straight_through)
     return log_likelihood_given(model, x, q_z.rsample(), c).mean(0), q_z
 
 
@@ -154,6 +167,7 @@ class CPVAEBound(Objective):
         straight_through: bool = False,
         relaxed_scoring: bool = False,
         kl_z: str = "per_category",
+        decoder_draw: str = "shared",
     ) -> None:
         if anneal not in ANNEALING:
             raise ConfigError(f"objective cpvae: anneal must be one of {', '.join(ANNEALING)}, not {anneal!r}")
@@ -163,6 +177,14 @@ class CPVAEBound(Objective):
             raise ConfigError(f"objective cpvae: samples must be >= 1, got {samples}")
         if kl_z not in KL_Z:
             raise ConfigError(f"objective cpvae: kl_z must be one of {', '.join(KL_Z)}, not {kl_z!r}")
+        if decoder_draw not in DECODER_DRAWS:
+            raise ConfigError(
+                f"objective cpvae: decoder_draw must be one of {', '.join(DECODER_DRAWS)}, not {decoder_draw!r}"
+            )
+        if decoder_draw == "independent" and estimator != "gumbel":
+            raise ConfigError(
+                "objective cpvae: decoder_draw independent is a second Gumbel-Softmax draw; it needs estimator: gumbel"
+            )
         if kl_z == "at_the_draw" and estimator != "gumbel":
             raise ConfigError(
                 "objective cpvae: kl_z at_the_draw uses the Gumbel-Softmax draw; it needs estimator: gumbel"
@@ -180,7 +202,7 @@ class CPVAEBound(Objective):
         self.estimator, self.samples, self.straight_through = estimator, samples, straight_through
         self.initial_temperature, self.min_temperature, self.anneal_rate = temperature, min_temperature, anneal_rate
         self.anneal, self.temperature, self.relaxed_scoring = anneal, temperature, relaxed_scoring
-        self.kl_z = kl_z
+        self.kl_z, self.decoder_draw = kl_z, decoder_draw
 
     def set_epoch(self, epoch: int) -> None:
         """Set the Gumbel-Softmax temperature of epoch `epoch` (0-based; the trainer calls this each epoch): the
@@ -202,7 +224,8 @@ class CPVAEBound(Objective):
         if self.estimator == "exact":
             return CPVAETerms(exact_reconstruction(model, x, q, self.samples), *kl_terms(q, prior))
         tau = self.temperature if torch.is_grad_enabled() or self.relaxed_scoring else 0.0
-        rec, q_z = _gumbel_terms(model, x, q, self.samples, tau, self.straight_through)
+        independent = self.decoder_draw == "independent"
+        rec, q_z = _gumbel_terms(model, x, q, self.samples, tau, self.straight_through, independent)
         kl_c, kl_z, entropy = kl_terms(q, prior)
         if self.kl_z == "at_the_draw":
             kl_z = kl_z_at_the_draw(q, q_z, prior)
@@ -214,5 +237,6 @@ class CPVAEBound(Objective):
     def __repr__(self) -> str:
         return (
             f"CPVAEBound(estimator={self.estimator!r}, samples={self.samples}, temperature={self.temperature:g}, "
-            f"straight_through={self.straight_through}, relaxed_scoring={self.relaxed_scoring}, kl_z={self.kl_z!r})"
+            f"straight_through={self.straight_through}, relaxed_scoring={self.relaxed_scoring}, kl_z={self.kl_z!r}, "
+            f"decoder_draw={self.decoder_draw!r})"
         )

@@ -2,7 +2,8 @@
 
 From encoder features h `[B, F]`:
 
-    q(c | x)    = Cat(pi(h)),                 pi = softmax(W_pi h + b_pi),
+    q(c | x)    = Cat(pi(h)),                 pi = softmax(W_pi h + b_pi)   (`logit_activation: elu`: softmax(ELU(.)),
+                                                                             the authors' code's q(c | x), an ablation),
     q(z | x, c) = N(mu(h, c), diag sigma^2(h, c)),
 
 where (mu, log sigma^2) come from a gated layer on the concatenation [h, c] (Figure 2; Dauphin et al. 2017):
@@ -27,6 +28,8 @@ from vaelab.distributions import DiagonalNormal, ReparameterizedMixture
 from vaelab.errors import ConfigError
 from vaelab.posteriors.base import PosteriorFamily
 from vaelab.posteriors.diagonal_gaussian import diagonal_normal
+
+LOGIT_ACTIVATIONS = (None, "elu")
 
 
 class CategoricalGaussianPosterior(ReparameterizedMixture):
@@ -53,6 +56,8 @@ class CategoricalGaussian(PosteriorFamily):
         categories: K, the number of values of c.
         hidden: width of the gated layer on [h, c] (None: linear heads on [h, c]).
         min_log_var, max_log_var: optional clamp of log sigma^2 (VampPrior's and CP-VAE's code: [-6, 2]).
+        logit_activation: None (eq. 6: linear logits), or "elu": ELU on the logits of q(c | x), as the authors'
+            code has them (macio232/cp-vae models/cp_vae_z_xc.py, NonLinear(300, K, activation=nn.ELU())).
     """
 
     def __init__(
@@ -63,8 +68,15 @@ class CategoricalGaussian(PosteriorFamily):
         hidden: int | None = 300,
         min_log_var: float | None = None,
         max_log_var: float | None = None,
+        logit_activation: str | None = None,
     ) -> None:
         super().__init__(in_features, latent_dim)
+        if logit_activation not in LOGIT_ACTIVATIONS:
+            raise ConfigError(
+                "posterior categorical_gaussian: logit_activation must be null or "
+                f"{', '.join(a for a in LOGIT_ACTIVATIONS if a)}, not {logit_activation!r}"
+            )
+        self.logit_activation = logit_activation
         if categories < 1:
             raise ConfigError(f"posterior categorical_gaussian needs categories >= 1, got {categories}")
         if hidden is not None and hidden < 1:
@@ -90,4 +102,7 @@ class CategoricalGaussian(PosteriorFamily):
         w_h, w_c = self.joint.weight[:, :f], self.joint.weight[:, f:]  # [width, F], [width, K]
         base = F.linear(h, w_h, self.joint.bias)  # [B, width]
         components = self._gaussian(base.unsqueeze(-2) + w_c.T)  # one-hot c = e_k adds column k of W_c: [B, K, .]
-        return CategoricalGaussianPosterior(self.logits_head(h), components, lambda c: self._gaussian(base + c @ w_c.T))
+        logits = self.logits_head(h)
+        if self.logit_activation == "elu":
+            logits = F.elu(logits)
+        return CategoricalGaussianPosterior(logits, components, lambda c: self._gaussian(base + c @ w_c.T))
