@@ -64,6 +64,36 @@ def test_sweep_tabulates_every_point_and_reuses_finished_runs(tmp_path, capsys):
     assert "calibration.ece" in capsys.readouterr().out  # the printed Markdown table
 
 
+def test_a_stopped_sweep_keeps_the_table_of_its_finished_points(tmp_path, monkeypatch):
+    """The table is rewritten after every point, with the points finished in earlier sweeps (wherever they are in
+    the grid) and a list of those not finished; a sweep stopped mid-point keeps it."""
+    from vaelab.app.commands import sweep
+
+    overrides = ["train.epochs=1", "data.subset=64", "eval.is_samples=20", "eval.subset=40"]
+    grid = [parse_axis("posterior.components=1,2")]
+    common = dict(budget="quick", overrides=overrides, out=tmp_path, progress=False)
+    sweep.run_sweep("configs/siwae/toy_abs.yaml", grid, ["siwae"], **common)  # finishes the two siwae points
+    real, calls = sweep.run_point, []
+
+    def stop_on_the_second(*args, **kwargs):
+        calls.append(args[1].name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_point", stop_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep("configs/siwae/toy_abs.yaml", grid, ["selbo", "siwae"], **common)
+    assert calls == ["selbo-components=1", "selbo-components=2"]  # the finished siwae points were not rerun
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert [(r["objective"], r["components"]) for r in rows] == [("selbo", "1"), ("siwae", "1"), ("siwae", "2")]
+    assert "Not finished yet (1 of 4 points): selbo-components=2" in (tmp_path / "sweep.md").read_text()
+    monkeypatch.setattr(sweep, "run_point", real)
+    sweep.run_sweep("configs/siwae/toy_abs.yaml", grid, ["selbo", "siwae"], **common)
+    assert len(list(csv.DictReader((tmp_path / "sweep.csv").open()))) == 4
+    assert "Not finished" not in (tmp_path / "sweep.md").read_text()
+
+
 def test_elbo_on_a_mixture_posterior_is_a_one_line_config_error(tmp_path, capsys):
     code = main(
         ["train", "configs/siwae/toy_abs.yaml", "--set", "objective.type=elbo", "--run-dir", str(tmp_path), *TINY]

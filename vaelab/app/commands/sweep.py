@@ -8,8 +8,9 @@ Each grid point is a run directory `OUT/<objective>-<name>=<value>-...` made by 
 `runs.evaluate` (IS log-likelihood; for mixtures the SIWAE evidence with the same draws; for classifiers
 accuracy and calibration): whatever numbers a run's `eval-<split>.json` holds become columns, so the table
 takes in metrics other evaluators add. A point whose `eval-<split>.json` exists is reused; one whose training
-was interrupted is resumed. Writes `OUT/sweep.csv`, `OUT/sweep.md` and `OUT/sweep.png`: one panel per metric
-(figure rows; `--metrics accuracy,ece`) and grid axis (figure columns: that axis on x, one line per objective
+was interrupted is resumed. Writes `OUT/sweep.csv`, `OUT/sweep.md` and `OUT/sweep.png` (rewritten after every
+point in one process, so a stopped sweep keeps the table of its finished points; sweep.md lists those not finished):
+one panel per metric (figure rows; `--metrics accuracy,ece`) and grid axis (figure columns: that axis on x, one line per objective
 and value of the other axes), as SIWAE Fig. 4 (accuracy and ECE against K and T) and Fig. 5 (evidence).
 `--reference LABEL=RUN_DIR` adds a finished run's numbers (e.g. a deterministic baseline's accuracy) as a dashed
 line in every panel of a metric it has, and as a row of a second table in sweep.md.
@@ -154,9 +155,9 @@ def run_point(cfg: Config, run_dir: Path, split: str, progress: bool = True, dev
     from vaelab.app import runs
     from vaelab.train.checkpoint import latest_checkpoint
 
-    result_path = run_dir / f"eval-{split}.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
+    finished = finished_result(run_dir, split)
+    if finished is not None:
+        return finished
     resume = (run_dir / "config.yaml").is_file() and latest_checkpoint(run_dir / "checkpoints") is not None
     if resume:
         saved, wanted = recording.read_run_config(run_dir).to_dict(), cfg.to_dict()
@@ -221,14 +222,27 @@ def run_sweep(
     out = Path(out) if out else Path("runs") / f"{base}-sweep"
     distributed.on_rank0(lambda: out.mkdir(parents=True, exist_ok=True))
     names = [point_name(point, axes) for point in points]
-    results: dict[int, dict] = {}
+    mine = range(rank, len(points), world)
+    results = {i: r for i in mine if (r := finished_result(out / names[i], split)) is not None}
     failures: list[Failure] = []
-    for i in range(rank, len(points), world):
+
+    def table(results: dict[int, dict]) -> list[dict]:
+        rows = table_rows(points, names, axes, results)
+        if rank == 0 and rows:
+            pending = [n for i, n in enumerate(names) if i not in results]
+            _write(rows, axes, objectives, metrics, refs, out, f"{base} ({split} split)", pending)
+        return rows
+
+    for i in mine:
         cfg, name = cfgs[i], names[i]
         cfg.name = f"{cfg.name}-{name}"
         print(f"[{i + 1}/{len(points)}] {name}" + (f" (rank {rank})" if world > 1 else ""), file=sys.stderr)
+        if i in results:
+            print(f"finished: reusing {out / name}", file=sys.stderr)
+            continue
         if world == 1:
             results[i] = run_point(cfg, out / name, split, progress)
+            table(results)  # the table of the points finished so far, kept if the sweep is stopped
             continue
         try:
             with distributed.alone():  # an independent single-process run on this rank's device
@@ -242,6 +256,22 @@ def run_sweep(
         shares = distributed.all_gather_object((results, failures))
         results = {i: r for share, _ in shares for i, r in share.items()}
         failures = sorted((f for _, fs in shares for f in fs), key=lambda f: names.index(f.point))
+    rows = table(results)
+    distributed.barrier()  # the ranks end together, none tearing the process group down while rank 0 writes
+    return rows, out, failures
+
+
+def finished_result(run_dir: Path, split: str) -> dict | None:
+    """The `eval-<split>.json` of a finished grid point, or None."""
+    path = run_dir / f"eval-{split}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table_rows(
+    points: list[dict[str, Any]], names: list[str], axes: list[Axis], results: dict[int, dict]
+) -> list[dict]:
+    """One row per finished point (index into `points` -> its eval result), in grid order: the run's name, its
+    objective and axis values, then every number of its result."""
     rows = []
     for i, point in enumerate(points):
         if i not in results:
@@ -252,15 +282,13 @@ def run_sweep(
         row.update({a.label: point[a.key] for a in axes})
         row.update({(f"eval.{k}" if k in row else k): v for k, v in _numbers(results[i]).items()})
         rows.append(row)
-    if rank == 0 and rows:
-        _write(rows, axes, objectives, metrics, refs, out, f"{base} ({split} split)")
-    distributed.barrier()  # the ranks end together, none tearing the process group down while rank 0 writes
-    return rows, out, failures
+    return rows
 
 
-def _write(rows, axes, objectives, metrics, refs, out: Path, title: str) -> None:
-    """The table (`write_table`) and the figure (`write_figure`) of a sweep's rows."""
-    write_table(rows, out, ["objective"] * bool(objectives) + [a.label for a in axes], metrics, refs)
+def _write(rows, axes, objectives, metrics, refs, out: Path, title: str, pending: list[str] | None = None) -> None:
+    """The table (`write_table`) and the figure (`write_figure`) of a sweep's rows; `pending`: the points not
+    finished yet, listed under the table."""
+    write_table(rows, out, ["objective"] * bool(objectives) + [a.label for a in axes], metrics, refs, pending)
     missing = [m for m in metrics if not any(m in r for r in rows)]
     if missing:
         print(
@@ -278,14 +306,17 @@ def write_table(
     grid: list[str],
     metrics: list[str] | None = None,
     references: dict[str, dict] | None = None,
+    pending: list[str] | None = None,
 ) -> tuple[Path, Path]:
-    """sweep.csv (every column) and sweep.md (the `grid` columns, `TABLE_METRICS` and `metrics`; then the
-    `references` `label -> {column: value}` in a second table)."""
+    """sweep.csv (every column) and sweep.md (the `grid` columns, `TABLE_METRICS` and `metrics`; the `pending`
+    points, not finished yet; then the `references` `label -> {column: value}` in a second table)."""
     cols = columns_of(rows)
     write_csv(rows, out / "sweep.csv")
     shown = (*TABLE_METRICS, *(metrics or []))
     main = [c for c in cols if c in grid or c in shown or c.split(".")[-1] in TABLE_METRICS]
     text = markdown_table(rows, main)
+    if pending:
+        text += f"\nNot finished yet ({len(pending)} of {len(rows) + len(pending)} points): {', '.join(pending)}\n"
     if references:
         refs = [{"reference": label, **r} for label, r in references.items()]
         text += "\nReference runs:\n\n" + markdown_table(
