@@ -10,8 +10,8 @@ accuracy and calibration): whatever numbers a run's `eval-<split>.json` holds be
 takes in metrics other evaluators add. A point whose `eval-<split>.json` exists is reused; one whose training
 was interrupted is resumed. Writes `OUT/sweep.csv`, `OUT/sweep.md` and `OUT/sweep.png` (rewritten after every
 point in one process, so a stopped sweep keeps the table of its finished points; sweep.md lists those not finished):
-one panel per metric (figure rows; `--metrics accuracy,ece`) and grid axis (figure columns: that axis on x, one line per objective
-and value of the other axes), as SIWAE Fig. 4 (accuracy and ECE against K and T) and Fig. 5 (evidence).
+one panel per metric (figure rows; `--metrics accuracy,ece`) and grid axis (figure columns: that axis on x, one line
+per objective and value of the other axes), as SIWAE Fig. 4 (accuracy and ECE against K and T) and Fig. 5 (evidence).
 `--reference LABEL=RUN_DIR` adds a finished run's numbers (e.g. a deterministic baseline's accuracy) as a dashed
 line in every panel of a metric it has, and as a row of a second table in sweep.md.
 
