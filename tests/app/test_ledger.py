@@ -112,6 +112,34 @@ def test_add_in_flight_ships_only_the_latest_checkpoint(repo, tmp_path):
     assert (shipped / "latest").read_text().strip() == newest
 
 
+def test_an_ablation_ships_inside_its_configs_results_and_survives_reshipping_the_run(repo, tmp_path):
+    """`--run NAME` ships into results/G/NAME/RUN (a row's `run`); shipping the config's own run again must keep
+    it, in flight (its checkpoint) or finished: replacing a directory must never lose the runs shipped in it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copytree(repo / "configs", tmp_path / "configs")
+    run = repo / "run"
+    vaelab("ledger", "add", str(run), "configs/g/tiny.yaml", "--results", str(results), "--run", "ablation_x",
+           "--checkpoint")  # fmt: skip
+    ablation = results / "g" / "tiny" / "ablation_x"
+    assert (ablation / "best.safetensors").is_file() and (ablation / "checkpoints" / "latest").is_file()
+    before = sorted(p.relative_to(ablation) for p in ablation.rglob("*"))
+
+    vaelab("ledger", "add", str(run), "configs/g/tiny.yaml", "--results", str(results))
+    assert (results / "g" / "tiny" / "best.safetensors").is_file()
+    assert sorted(p.relative_to(ablation) for p in ablation.rglob("*")) == before, "the ablation was lost"
+    assert not (results / "g" / "tiny" / "checkpoints").exists()
+
+    for bad in ("a/b", "..", ""):
+        out = vaelab("ledger", "add", str(run), "configs/g/tiny.yaml", "--results", str(results), "--run", bad,
+                     check=False)  # fmt: skip
+        assert out.returncode == 2 and "one directory name" in out.stderr and "Traceback" not in out.stderr
+    out = vaelab("ledger", "add", str(ablation), "configs/g/tiny.yaml", "--results", str(results), "--run",
+                 "ablation_x", check=False)  # fmt: skip
+    assert out.returncode != 0 and "already where it would be shipped" in out.stderr
+    assert (ablation / "checkpoints" / "latest").is_file(), "a refused add leaves the run alone"
+
+
 def test_an_experiments_runs_ship_together_with_the_exact_value_beside_each(repo, tmp_path):
     """An experiment that writes several runs (the SIWAE toy: one per estimator) ships as one directory; a row
     names its run and the key of the exact value, which gets its own column."""

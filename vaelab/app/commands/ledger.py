@@ -18,6 +18,7 @@ that differs from the config's full budget, fewer test points or IS samples than
 finished.
 
     vaelab ledger add RUN_DIR configs/G/NAME.yaml   # copy a finished run into results/G/NAME (no checkpoints)
+    vaelab ledger add RUN_DIR configs/G/NAME.yaml --run ablation_x  # into results/G/NAME/ablation_x (a row's `run`)
     vaelab ledger build                               # write results/README.md
     vaelab ledger verify results/G/NAME --subset 500  # recompute from the shipped weights, compare per example
 """
@@ -419,10 +420,21 @@ def build(results: Path) -> Path:
     return out
 
 
-def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False) -> Path:
-    """Copy `run_dir` into `results/<mirror of config>`; without `checkpoint` its checkpoints stay behind (a
-    finished run), with it only the latest one goes (a run to resume in a later session)."""
+def _nested_runs(path: Path) -> list[Path]:
+    """The run directories shipped inside `path` (an ablation's `results/G/NAME/RUN`), which replacing `path`'s
+    own run must keep."""
+    return [d for d in sorted(path.iterdir()) if d.is_dir() and (d / "config.yaml").is_file()] if path.is_dir() else []
+
+
+def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False, run: str | None = None) -> Path:
+    """Copy `run_dir` into `results/<mirror of config>` (or into its subdirectory `run`: an ablation, a row's
+    `run`); without `checkpoint` its checkpoints stay behind (a finished run), with it only the latest one goes (a
+    run to resume in a later session). Runs shipped inside the old copy (ablations) that the new one does not
+    hold are kept."""
     from vaelab.train.checkpoint import latest_checkpoint
+
+    if run is not None and (not run or Path(run).name != run or run in (".", "..")):
+        raise ConfigError(f"--run {run!r} must be one directory name (the ledger row's `run`), without slashes")
 
     run_dir = Path(run_dir)
     runs_inside = [d for d in run_dir.iterdir() if (d / "config.yaml").is_file()] if run_dir.is_dir() else []
@@ -435,7 +447,9 @@ def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False) -> 
         raise RunDirError(f"{str(run_dir)!r} is an experiment's directory: ship it when it is finished")
     if not (repo_root(results) / config).is_file():
         raise ConfigError(f"config {config!r} does not exist under {repo_root(results)}")
-    dest = result_dir(results, config)
+    dest = result_dir(results, config) / run if run else result_dir(results, config)
+    if dest.resolve() == run_dir.resolve():  # replacing it by a copy without its checkpoints would lose them
+        raise RunDirError(f"{str(run_dir)!r} is already where it would be shipped: nothing to copy")
     tmp = Path(tempfile.mkdtemp(prefix=".add-", dir=dest.parent if dest.parent.exists() else None))
     try:
         shutil.copytree(run_dir, tmp / "run", ignore=shutil.ignore_patterns(*SKIP, "*.tmp"))
@@ -445,6 +459,9 @@ def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False) -> 
                 raise RunDirError(f"{str(run_dir)!r} has no checkpoint to ship")
             shutil.copytree(last, tmp / "run" / "checkpoints" / last.name)
             (tmp / "run" / "checkpoints" / "latest").write_text(last.name + "\n")
+        for nested in _nested_runs(dest):  # ablations shipped inside the old copy stay
+            if not (tmp / "run" / nested.name).exists():
+                shutil.copytree(nested, tmp / "run" / nested.name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         old = dest.with_name(dest.name + ".old")
         if dest.exists():
@@ -510,6 +527,7 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH", help="add: RUN_DIR CONFIG; verify: RESULT_DIR ...")
     p.add_argument("--results", default="results", help="the ledger directory (default: ./results)")
     p.add_argument("--checkpoint", action="store_true", help="add: ship the latest checkpoint (a run to resume)")
+    p.add_argument("--run", metavar="RUN", help="add: ship into results/G/NAME/RUN (an ablation; a ledger row's `run`)")
     p.add_argument("--subset", type=positive_int, help="verify: the first N test points (default: the run's)")
     add_common(p)
 
@@ -522,8 +540,8 @@ def command(args: argparse.Namespace) -> int:
         print(f"wrote {build(results)}", file=sys.stderr)
     elif args.action == "add":
         if len(args.paths) != 2:
-            raise ConfigError("usage: vaelab ledger add RUN_DIR configs/G/NAME.yaml")
-        dest = add(Path(args.paths[0]), args.paths[1], results, args.checkpoint)
+            raise ConfigError("usage: vaelab ledger add RUN_DIR configs/G/NAME.yaml [--run NAME]")
+        dest = add(Path(args.paths[0]), args.paths[1], results, args.checkpoint, args.run)
         print(f"copied {args.paths[0]} to {dest}", file=sys.stderr)
     else:
         if not args.paths:
