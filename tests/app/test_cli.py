@@ -75,6 +75,39 @@ def test_train_kill_resume_evaluate_sample(tmp_path):
     assert (sample_dir / "samples.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_sigterm_stops_training_like_ctrl_c_even_when_sigint_is_ignored(tmp_path):
+    """`kill PID` (SIGTERM) on a run started the way a script starts a background job (`cmd &` ignores SIGINT):
+    no traceback, exit status 143, the resume hint, the session's record closed and its picture drawn, and
+    `--resume` goes on from the kept checkpoint."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaelab.cli", "train", *TINY, "--set", "train.epochs=500", "--run-dir", str(run),
+         "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "latest").exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # ignored, as in a background job: the run goes on
+    time.sleep(0.5)
+    assert proc.poll() is None, "SIGINT was ignored at start, so it must not stop the run"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "stopped by SIGTERM" in err
+    assert f"continue with: vaelab train --resume {run}" in err
+    session = json.loads((run / "provenance.json").read_text())["sessions"][0]
+    assert session["finished"] is not None and not session["finished_training"], "the record was not closed"
+    assert (run / "training.png").is_file(), "the session's end draws its picture"
+    done = len(rows(run))
+    assert 1 <= done < 500
+    vaelab("train", "--resume", str(run), "--set", f"train.epochs={done + 2}", "--no-eval", "--no-progress")
+    assert [r["epoch"] for r in rows(run)] == list(range(1, done + 3))
+
+
 def test_refuses_to_overwrite_a_run(tmp_path):
     run = tmp_path / "r"
     run.mkdir()

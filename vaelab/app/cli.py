@@ -1,13 +1,17 @@
 """The `vaelab` command line: train, evaluate, sample, datasets, gaps, sweep, report, compare, ledger.
 
 Each command is a module of `vaelab.app.commands`. User errors (bad config, missing data, wrong run directory)
-print one line and exit with status 2; a Ctrl-C prints how to resume and exits with 130.
+print one line and exit with status 2. A Ctrl-C (SIGINT) or a SIGTERM (`kill PID`, a scheduler's time limit)
+stops a command the same way, without a traceback: `vaelab train` keeps its last checkpoint, records the session
+and prints how to resume; the exit status is 128 + the signal's number (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from vaelab.app.argtypes import positive_int
 from vaelab.app.commands import (
@@ -75,6 +79,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """A SIGTERM, raised where the process is, as Ctrl-C's KeyboardInterrupt is (so every `finally` runs)."""
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Stopped` (only the main thread can set a handler). A job started in the background by
+    a script ignores SIGINT (the shell's rule for `cmd &`), so `kill PID` is how such a run is stopped cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `vaelab` with `argv` (default: the process's arguments); returns the exit status."""
     parser = _parser()
@@ -92,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
             tune_malloc()  # glibc: keep freed tensor memory for the next step (VAELAB_MALLOC_TUNING=0: off)
             start_command(args.threads)
+            _stop_on_sigterm()
         return COMMANDS[args.command].command(args)
+    except KeyboardInterrupt as err:
+        signum = signal.SIGTERM if isinstance(err, Stopped) else signal.SIGINT
+        print(f"vaelab {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except (UserError, TrainingDiverged) as err:
         if not getattr(err, "raised_on_rank0", False):  # under torchrun, an error of rank 0's is printed there
             print(f"vaelab {args.command}: error: {err}", file=sys.stderr)

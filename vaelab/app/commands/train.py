@@ -73,10 +73,10 @@ def command(args: argparse.Namespace) -> int:
     rank = distributed.world()[0]
     try:  # checks everything before writing; prints the run directory once it is in use
         run = runs.train(cfg, run_dir, resume=bool(args.resume), device=device, overwrite=args.overwrite)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`vaelab.app.cli`): the last checkpoint and the record stay
         if rank == 0:
             print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}", file=sys.stderr)
-        return 130
+        raise
     if rank == 0:
         print(f"training done; metrics in {run_dir / 'metrics.jsonl'}", file=sys.stderr)
     if args.no_eval:
