@@ -181,6 +181,10 @@ def test_config_deviations_and_catalogue(repo):
     devs = config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml")
     assert devs == ["train.lr = 0.001 (protocol 0.0005)"]
     assert config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml", ("train.lr",)) == []  # set per run
+    run_cfg["objective"]["options"] = {"samples": 3}  # a free-form option the config leaves to its default
+    assert config_deviations(run_cfg, repo / "configs" / "g" / "tiny.yaml", ("train.lr",)) == [
+        "objective.options.samples = 3 (protocol not set: its default)"
+    ]
     rows = read_catalogue(repo / "results")["Paper X, Table 1"]
     assert [r.row for r in rows] == ["tiny VAE", "not yet"]
     assert "Paper X, Table 1" in render({"Paper X, Table 1": rows}, repo / "results")

@@ -170,10 +170,11 @@ def _get(data: dict, dotted: str) -> Any:
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: leaf value}; an empty mapping has no leaves (options all at their defaults, as if unset)."""
     out = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             out.update(_flatten(value, path + "."))
         else:
             out[path] = value
@@ -194,8 +195,9 @@ def config_deviations(run_config: dict, config_path: Path, sets: tuple[str, ...]
     except (OSError, ConfigError) as err:
         return [f"config {config_path} cannot be read ({err})"]
     keys = sorted(set(protocol) | set(ran))
+    shown = lambda d, k: repr(d[k]) if k in d else "not set: its default"  # noqa: E731 - a free-form options key
     return [
-        f"{k} = {ran.get(k)!r} (protocol {protocol.get(k)!r})"
+        f"{k} = {shown(ran, k)} (protocol {shown(protocol, k)})"
         for k in keys
         if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith((*NOT_PROTOCOL, *sets))
     ]
