@@ -181,6 +181,11 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _shown(flat: dict[str, Any], key: str) -> str:
+    """A setting as the deviations column shows it; a key absent from `flat` (a free-form option) is its default."""
+    return repr(flat[key]) if key in flat else "not set: its default"
+
+
 def config_deviations(run_config: dict, config_path: Path, sets: tuple[str, ...] = ()) -> list[str]:
     """The keys where the run's resolved config differs from `config_path` at its full budget. Keys the run's
     config lacks (added to the schema after it ran) take their defaults; settings that do not change the result
@@ -195,9 +200,8 @@ def config_deviations(run_config: dict, config_path: Path, sets: tuple[str, ...]
     except (OSError, ConfigError) as err:
         return [f"config {config_path} cannot be read ({err})"]
     keys = sorted(set(protocol) | set(ran))
-    shown = lambda d, k: repr(d[k]) if k in d else "not set: its default"  # noqa: E731 - a free-form options key
     return [
-        f"{k} = {shown(ran, k)} (protocol {shown(protocol, k)})"
+        f"{k} = {_shown(ran, k)} (protocol {_shown(protocol, k)})"
         for k in keys
         if ran.get(k) != protocol.get(k) and k not in PROTOCOL_KEYS and not k.startswith((*NOT_PROTOCOL, *sets))
     ]
@@ -425,7 +429,7 @@ def build(results: Path) -> Path:
 def _nested_runs(path: Path) -> list[Path]:
     """The run directories shipped inside `path` (an ablation's `results/G/NAME/RUN`), which replacing `path`'s
     own run must keep."""
-    return [d for d in sorted(path.iterdir()) if d.is_dir() and (d / "config.yaml").is_file()] if path.is_dir() else []
+    return [d for d in sorted(path.iterdir()) if (d / "config.yaml").is_file()] if path.is_dir() else []
 
 
 def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False, run: str | None = None) -> Path:
@@ -439,8 +443,7 @@ def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False, run
         raise ConfigError(f"--run {run!r} must be one directory name (the ledger row's `run`), without slashes")
 
     run_dir = Path(run_dir)
-    runs_inside = [d for d in run_dir.iterdir() if (d / "config.yaml").is_file()] if run_dir.is_dir() else []
-    if not (run_dir / "config.yaml").is_file() and not runs_inside:
+    if not (run_dir / "config.yaml").is_file() and not _nested_runs(run_dir):
         raise RunDirError(
             f"{str(run_dir)!r} is not a vaelab run directory (no config.yaml in it) nor an experiment's directory of "
             "runs (none of its subdirectories has one)"
@@ -449,7 +452,9 @@ def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False, run
         raise RunDirError(f"{str(run_dir)!r} is an experiment's directory: ship it when it is finished")
     if not (repo_root(results) / config).is_file():
         raise ConfigError(f"config {config!r} does not exist under {repo_root(results)}")
-    dest = result_dir(results, config) / run if run else result_dir(results, config)
+    dest = result_dir(results, config)
+    if run:
+        dest = dest / run
     if dest.resolve() == run_dir.resolve():  # replacing it by a copy without its checkpoints would lose them
         raise RunDirError(f"{str(run_dir)!r} is already where it would be shipped: nothing to copy")
     tmp = Path(tempfile.mkdtemp(prefix=".add-", dir=dest.parent if dest.parent.exists() else None))
@@ -542,7 +547,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"wrote {build(results)}", file=sys.stderr)
     elif args.action == "add":
         if len(args.paths) != 2:
-            raise ConfigError("usage: vaelab ledger add RUN_DIR configs/G/NAME.yaml [--run NAME]")
+            raise ConfigError("usage: vaelab ledger add RUN_DIR configs/G/NAME.yaml [--run RUN]")
         dest = add(Path(args.paths[0]), args.paths[1], results, args.checkpoint, args.run)
         print(f"copied {args.paths[0]} to {dest}", file=sys.stderr)
     else:
