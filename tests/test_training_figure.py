@@ -176,3 +176,30 @@ def test_a_picture_that_fails_does_not_hide_the_run(tmp_path, monkeypatch, capsy
     run = runs.train(cfg, runs.new_run_dir(cfg, tmp_path / "r"))
     assert (run.path / "best.safetensors").is_file() and not (run.path / "training.png").exists()
     assert "could not draw" in capsys.readouterr().err and torch.isfinite(next(run.model.parameters())).all()
+
+
+@pytest.mark.parametrize("right_logy", [False, True])
+def test_a_two_axis_legend_covers_no_point_of_either_axis(right_logy):
+    """With a right y axis, matplotlib's loc="best" sees only the left axis's lines: the CP-VAE panel's legend lay
+    over the accuracy curves. Here both axes' lines span the whole box; after drawing, no point of either (in
+    display coordinates) may fall inside the legend's box, also on a log right axis."""
+    from vaelab.viz.curves import Panel, _draw
+    from vaelab.viz.figure import pyplot
+
+    epochs = list(range(1, 101))
+    left = {"perplexity": (epochs, [9.8 + 0.002 * (e % 7) for e in epochs]), "used": (epochs, [10.0] * 100)}
+    right = {"majority": (epochs, [0.4 + 0.003 * e for e in epochs]), "hungarian": (epochs, [0.01 * e for e in epochs])}
+    if right_logy:
+        right["hungarian"] = (epochs, [1e-4 * 1.1**e for e in epochs])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    _draw(ax, Panel(left, "epoch", "categories", right=right, right_logy=right_logy))
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_legend().get_window_extent(renderer)
+    twin = next(a for a in fig.axes if a is not ax)
+    for axis, series in ((ax, left), (twin, right)):
+        for x, y in series.values():
+            points = axis.transData.transform(list(zip(x, y, strict=True)))
+            assert not any(box.contains(px, py) for px, py in points)
+    plt.close(fig)

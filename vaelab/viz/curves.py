@@ -95,7 +95,26 @@ def _draw(ax, p: Panel) -> None:
         twin.set_ylabel(p.right_ylabel)
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + [f"{label} (right)" for label in more_labels]
-    ax.legend(handles, labels, frameon=False, fontsize=7 if len(labels) > 6 else 8)
+        # matplotlib's loc="best" sees only the left axis's lines, so the legend went over the right axis's: put it
+        # at the top, in two columns, and raise both axes' upper limits until no line reaches it
+        legend = ax.legend(handles, labels, frameon=False, fontsize=7, loc="upper left", ncol=2)
+        _clear_below(legend, ax, twin)
+    else:
+        ax.legend(handles, labels, frameon=False, fontsize=7 if len(labels) > 6 else 8)
+
+
+def _clear_below(legend, *axes) -> None:
+    """Raise each of `axes`' upper y limit (they share one box) so that their data fill only the part of the box
+    below `legend`, whose top is at the box's top; in log space on a log axis."""
+    renderer = legend.figure.canvas.get_renderer()
+    taken = legend.get_window_extent(renderer).height / axes[0].get_window_extent(renderer).height
+    keep = max(1.0 - taken - 0.04, 0.3)  # the fraction of the box left to the data
+    for axis in axes:
+        lo, hi = axis.get_ylim()
+        if axis.get_yscale() == "log":
+            axis.set_ylim(lo, lo * (hi / lo) ** (1 / keep))
+        else:
+            axis.set_ylim(lo, lo + (hi - lo) / keep)
 
 
 def save_curve_grid(panels: Sequence[Sequence[Panel | None]], path: str | Path, title: str = "") -> Path:
