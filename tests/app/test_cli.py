@@ -153,6 +153,19 @@ def test_help_explains_every_option(command):
     assert "usage: vaelab " + command in vaelab(command, "--help").stdout
 
 
+def test_evaluate_help_describes_each_ais_preset_as_it_is():
+    """`vaelab evaluate --ais` names every preset with its chains, temperatures, leapfrog steps and start as
+    `vaelab.mcmc.options.PRESETS` holds them (the text once said that aiwae starts at the prior; it starts at q)."""
+    from vaelab.app.cli import _parser
+    from vaelab.mcmc.options import PRESETS
+
+    sub = next(a for a in _parser()._actions if a.dest == "command").choices["evaluate"]
+    text = " ".join(next(a for a in sub._actions if a.dest == "ais").help.split())
+    for name, p in PRESETS.items():
+        start = "q(z|x)" if p.init == "posterior" else "the prior"
+        assert f"{name} ({p.chains} chains x {p.temps} temperatures x {p.leapfrog} leapfrog steps from {start}" in text
+
+
 def test_datasets_lists_where_each_was_found(tmp_path):
     empty = dict(os.environ, VAELAB_DATA=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
     out = vaelab("datasets", env=empty).stdout

@@ -56,8 +56,10 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         nargs="+",
         metavar="PRESET|KEY=VALUE",
         help="estimate log p(x) by annealed importance sampling instead, writing eval-<split>-ais.json: a preset, "
-        "aiwae (16 chains x 10000 temperatures x 10 leapfrog steps, acceptance 0.6; Ding & Freedman) or cremer "
-        "(100 chains x 500 temperatures x 10 leapfrog steps; Cremer et al.), both from the prior, then key=value "
+        "aiwae (16 chains x 10000 temperatures x 10 leapfrog steps from q(z|x), one step size adapted toward "
+        "acceptance 0.6; Ding & Freedman's NLL script), aiwae_prior (16 chains x 10000 temperatures x 10 leapfrog "
+        "steps from the prior) or cremer (100 chains x 500 temperatures x 10 leapfrog steps from the prior; Cremer "
+        "et al.), then key=value "
         "overrides of chains, temps, leapfrog, schedule (linear, sigmoidal, geometric), init, step_size, "
         "target_acceptance, adapt (data, chain, all, none), adapt_rate, jitter, pilot_chains, batch_size, "
         "replicates (R independent runs per point, annealed together: their spread is the Monte Carlo se; the delta "
