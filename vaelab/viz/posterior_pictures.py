@@ -59,16 +59,27 @@ def save_latent_posteriors(
     xd = x.to(device)
     z_q = model.posterior(xd).sample((samples,)).cpu()  # [S, B, 2]
     z_iw = implicit_posterior_sample(model, xd, samples, proposals).cpu()
-    spread = torch.cat([z_q, z_iw]).abs().flatten(0, 1).nanquantile(0.995, 0)  # NaN: a q_IW draw with no finite weight
-    extent = max(float(spread[spread.isfinite()].max()) if spread.isfinite().any() else 1.0, 1.0) * 1.15
     names = [f"input {i}" for i in range(x.shape[0])]
+    windows = {n: _window(torch.cat([z_q[:, i], z_iw[:, i]])) for i, n in enumerate(names)}
     panels = {
         "q(z|x)": {n: z_q[:, i] for i, n in enumerate(names)},
         f"q_IW, {proposals} proposals": {n: z_iw[:, i] for i, n in enumerate(names)},
     }
     # floored at max - 30 nats, so that no underflow to 0 draws a spurious zero-level contour far out
     densities = {n: (lambda z, xi=x[i]: log_joint_on_grid(model, xi, z).clamp_min(-30.0)) for i, n in enumerate(names)}
-    return save_posterior_panels(panels, path, densities, extent, title, grid)
+    return save_posterior_panels(panels, path, densities, title=title, grid=grid, windows=windows)
+
+
+def _window(z: Tensor) -> tuple[float, float, float]:
+    """A square around draws `z` `[N, 2]` (NaN rows, a q_IW draw with no finite weight, left out): centred on
+    their median, half width 1.15 x the largest 99.5% quantile of |z - median| over the two coordinates, at
+    least 0.05; (0, 0, 1) when no draw is finite."""
+    z = z[z.isfinite().all(-1)].double()
+    if not len(z):
+        return 0.0, 0.0, 1.0
+    centre = z.median(0).values
+    half = max(float((z - centre).abs().quantile(0.995, 0).max()) * 1.15, 0.05)
+    return float(centre[0]), float(centre[1]), half
 
 
 def save_posterior_pictures(model, x: Tensor, out: Path, split: str, modes: int = 8, latents: int = 4) -> list[Path]:
