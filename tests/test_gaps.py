@@ -306,6 +306,7 @@ def test_gaps_command(tmp_path):
     assert main(args) == 0
     summary = json.loads((run_dir / "gaps.json").read_text())
     assert summary["n"] == 3 and set(summary["elbo_q_star"]) == {"ffg", "flow"} and "amortization" in summary
+    assert summary["weights"] == {"file": "best.safetensors", "epoch": None}  # no metrics say which epoch
     for name in ("gaps.md", "gaps.png", "gaps-per-example.pt", "posterior-contours.png"):
         assert (run_dir / name).is_file()
     assert main(["gaps", str(run_dir), "--families", "iaf", "--no-progress"]) == 2  # a one-line user error

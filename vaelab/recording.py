@@ -141,15 +141,27 @@ def write_record(run_dir: Path, model: nn.Module, cfg=None, factory: Callable[..
         atomic_write_text(run_dir / "fit.yaml", cfg.to_yaml())
 
 
-def _weights_file(run_dir: Path, checkpoint: str) -> Path:
+#: A finished run's final weights, kept when its checkpoints are not (`vaelab ledger add --last`).
+LAST_WEIGHTS = "last.safetensors"
+
+
+def weights_file(run_dir: Path, checkpoint: str = "best") -> Path:
+    """The weights that `checkpoint` names in `run_dir`. "best": `best.safetensors` (the best validation weights),
+    else the latest checkpoint's. "last": the latest checkpoint's, else `last.safetensors` (a finished run's final
+    weights, shipped without its checkpoints). RunDirError when there are none."""
     from vaelab.train.checkpoint import latest_checkpoint
 
-    best, last = run_dir / "best.safetensors", latest_checkpoint(run_dir / "checkpoints")
+    best, latest = run_dir / "best.safetensors", latest_checkpoint(run_dir / "checkpoints")
     if checkpoint == "best" and best.is_file():
         return best
-    if last is None:
-        raise RunDirError(f"run {str(run_dir)!r} has no saved weights yet; train it first")
-    return last / "model.safetensors"
+    if latest is not None:
+        return latest / "model.safetensors"
+    if checkpoint == "last" and (run_dir / LAST_WEIGHTS).is_file():
+        return run_dir / LAST_WEIGHTS
+    if checkpoint == "last" and best.is_file():
+        raise RunDirError(f"run {str(run_dir)!r} kept no last weights (no checkpoints, no {LAST_WEIGHTS}); "
+                          "use --checkpoint best")  # fmt: skip
+    raise RunDirError(f"run {str(run_dir)!r} has no saved weights yet; train it first")
 
 
 def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str = "best") -> nn.Module:
@@ -184,7 +196,7 @@ def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str
             raise RunDirError(
                 f"cannot import {rebuild['factory']} to rebuild the model in {str(path)!r}: {err}"
             ) from None
-    weights = _weights_file(path, checkpoint)
+    weights = weights_file(path, checkpoint)
     try:
         load_weights(model, weights)
     except RunDirError as err:
@@ -241,6 +253,7 @@ class Run:
     model: nn.Module
     dataset: object
     device: torch.device
+    weights: Path | None = None  # the file the model's weights were loaded from (`load_run`)
 
 
 def build_run(cfg: Config, path: Path, device: str | None = None) -> Run:
@@ -270,19 +283,18 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
 
     cfg = read_run_config(run_dir)
     run = build_run(cfg, Path(run_dir), device)
-    best = run.path / "best.safetensors"
-    last = latest_checkpoint(run.path / "checkpoints")
-    if checkpoint == "best" and best.is_file():
-        weights = best
-        instead = "use --checkpoint last (the latest checkpoint)" if last else "restore it from a copy of the run"
-    elif last is not None:
-        weights = last / "model.safetensors"
-        instead = f"use --checkpoint best, or rewrite it with vaelab train --resume {run.path}"
+    weights = weights_file(run.path, checkpoint)
+    if weights.name == "best.safetensors":
+        has_last = latest_checkpoint(run.path / "checkpoints") or (run.path / LAST_WEIGHTS).is_file()
+        instead = "use --checkpoint last (the last weights)" if has_last else "restore it from a copy of the run"
+    elif weights.name == LAST_WEIGHTS:
+        instead = "use --checkpoint best, or restore it from a copy of the run"
     else:
-        raise RunDirError(f"run {str(run.path)!r} has no saved weights yet; train it first")
+        instead = f"use --checkpoint best, or rewrite it with vaelab train --resume {run.path}"
     try:
         load_weights(run.model, weights)
     except CorruptRunFile as err:
         raise CorruptRunFile(f"{err}; {instead}") from None
     run.model.eval()
+    run.weights = weights
     return run

@@ -112,6 +112,40 @@ def test_add_in_flight_ships_only_the_latest_checkpoint(repo, tmp_path):
     assert (shipped / "latest").read_text().strip() == newest
 
 
+def test_last_ships_the_final_weights_and_results_say_which_weights_made_them(repo, tmp_path):
+    """`ledger add --last` ships the latest checkpoint's weights as last.safetensors (with its digest) and no
+    checkpoint; `evaluate --checkpoint last` reads them and its JSON names them and their epoch, as the default
+    does for best.safetensors (the best validation epoch); a run without last weights refuses `--checkpoint last`
+    in one line."""
+    from vaelab.train.checkpoint import latest_checkpoint
+
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copytree(repo / "configs", tmp_path / "configs")
+    vaelab("ledger", "add", str(repo / "run"), "configs/g/tiny.yaml", "--results", str(results), "--last")
+    shipped = results / "g" / "tiny"
+    latest = latest_checkpoint(repo / "run" / "checkpoints")
+    assert not (shipped / "checkpoints").exists()
+    assert (shipped / "last.safetensors").read_bytes() == (latest / "model.safetensors").read_bytes()
+    digest = (shipped / "last.safetensors.sha256").read_text().split()
+    assert digest == [(latest / "model.safetensors.sha256").read_text().split()[0], "last.safetensors"]
+
+    small = ["--subset", "10", "--samples", "5", "--no-progress"]
+    vaelab("evaluate", str(shipped), "--checkpoint", "last", *small)
+    assert json.loads((shipped / "eval-test.json").read_text())["weights"] == {"file": "last.safetensors", "epoch": 3}
+    vaelab("evaluate", str(shipped), *small)
+    rows = [json.loads(line) for line in (shipped / "metrics.jsonl").read_text().splitlines()]
+    best = min((r["valid_loss"], r["epoch"]) for r in rows if "valid_loss" in r)[1]
+    assert json.loads((shipped / "eval-test.json").read_text())["weights"] == {
+        "file": "best.safetensors",
+        "epoch": best,
+    }
+
+    (shipped / "last.safetensors").unlink()
+    proc = vaelab("evaluate", str(shipped), "--checkpoint", "last", *small, check=False)
+    assert proc.returncode == 2 and "no last weights" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_an_ablation_ships_inside_its_configs_results_and_survives_reshipping_the_run(repo, tmp_path):
     """`--run NAME` ships into results/G/NAME/RUN (a row's `run`); shipping the config's own run again must keep
     it, in flight (its checkpoint) or finished: replacing a directory must never lose the runs shipped in it."""

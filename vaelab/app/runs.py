@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -52,7 +53,7 @@ from vaelab.mcmc.options import AISOptions
 from vaelab.measure import as_estimable
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.protocols import DecodedModel, GenerativeModel, HasPseudoInputs, LatentModel, Reconstructs
-from vaelab.recording import RECORD, Run, build_run, load, load_run, read_run_config, resolve_device
+from vaelab.recording import RECORD, Run, build_run, load, load_run, read_run_config, resolve_device, weights_file
 from vaelab.stats import mean_se
 from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
 from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance, read_jsonl
@@ -65,6 +66,7 @@ from vaelab.viz import (
 )
 from vaelab.viz.generations import category_images, histograms_1d
 from vaelab.viz.posterior_pictures import save_posterior_pictures
+from vaelab.viz.training import best_validation, epoch_rows
 
 RUN_FILES = ("metrics.jsonl", "checkpoints", "best.safetensors", "provenance.json")  # written only by a run
 
@@ -360,7 +362,26 @@ def open_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
     dataset = FitData(data, model)
     if dataset.split_names is not None:  # a tensor file: its one split is the default
         cfg = replace(cfg, eval=replace(cfg.eval, split=dataset.split_names[0]))
-    return Run(path, cfg, model, dataset, dev)
+    return Run(path, cfg, model, dataset, dev, weights_file(path, checkpoint))
+
+
+def weights_used(run: Run) -> dict[str, Any] | None:
+    """Which weights a result came from, for its JSON: `file` (relative to the run directory) and `epoch` (the best
+    validation epoch of `best.safetensors`, a checkpoint's epoch, the last epoch for `last.safetensors`; None when
+    the metrics do not say). None when the run was not loaded from a file."""
+    if run.weights is None:
+        return None
+    file = run.weights.relative_to(run.path).as_posix() if run.weights.is_relative_to(run.path) else str(run.weights)
+    metrics = run.path / "metrics.jsonl"
+    rows = epoch_rows(read_jsonl(metrics)) if metrics.is_file() else []
+    if run.weights.name == "best.safetensors":
+        best = best_validation(rows)
+        epoch = best[0] if best else None
+    elif run.weights.parent.name.startswith("epoch-"):
+        epoch = int(run.weights.parent.name.removeprefix("epoch-"))
+    else:
+        epoch = rows[-1]["epoch"] if rows else None
+    return {"file": file, "epoch": epoch}
 
 
 def rank_device(cfg: Config, device: str | None = None, timeout: timedelta | None = None) -> str | None:
@@ -472,7 +493,7 @@ def evaluate(
         labels = run.dataset.labels(split)
         tau = _gumbel_temperature(run)
         result["cpvae"] = evaluate_cpvae(run.model, x, labels, batch_size, progress=progress, temperature=tau)
-    result["seconds"] = time.perf_counter() - start
+    result["seconds"], result["weights"] = time.perf_counter() - start, weights_used(run)
     (run.path / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -547,6 +568,7 @@ def evaluate_ais(
             "gradient_evaluations": options.gradient_evaluations(result["n"]),
             "batches_resumed": resumed,
             "seconds": seconds,
+            "weights": weights_used(run),
         }
     )
     is_path = run.path / f"eval-{split}.json"
@@ -610,6 +632,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
             "gradient_evaluations": 2 * options.gradient_evaluations(n),
             "batches_resumed": resumed,
             "seconds": time.perf_counter() - start,
+            "weights": weights_used(run),
         }
     )
     (run.path / "eval-bdmc.json").write_text(json.dumps(result, indent=2) + "\n")

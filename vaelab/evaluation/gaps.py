@@ -389,14 +389,14 @@ def gaps_table(columns: list[tuple[str, dict]]) -> str:
     return head + "".join(f"| {label} | " + " | ".join(vals) + " |\n" for label, vals in rows)
 
 
-def write_gap_report(result: GapResult, out: str | Path, name: str) -> list[Path]:
-    """Write `gaps.json` (summary and settings), `gaps.md` (the table), `gaps.png` (bar chart) and
-    `gaps-per-example.pt` (every per-point tensor) into `out`."""
+def write_gap_report(result: GapResult, out: str | Path, name: str, weights: dict | None = None) -> list[Path]:
+    """Write `gaps.json` (summary and settings; `weights`, which weights of the model, if given), `gaps.md` (the
+    table), `gaps.png` (bar chart) and `gaps-per-example.pt` (every per-point tensor) into `out`."""
     from vaelab.viz.gaps import save_gap_chart
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = result.summary()
+    summary = result.summary() | ({"weights": weights} if weights is not None else {})
     column = f"{name} (q_{FAMILY_NAMES.get(result.trained or '', 'amortised')})"
     (out / "gaps.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "gaps.md").write_text(

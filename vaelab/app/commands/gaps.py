@@ -120,7 +120,7 @@ def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, co
     import torch
 
     from vaelab import distributed
-    from vaelab.app.runs import check_writable
+    from vaelab.app.runs import check_writable, weights_used
     from vaelab.evaluation.gaps import FAMILY_NAMES, measure_gaps, write_gap_report
 
     data = _select(run.dataset.split(settings.split), settings.subset, points)
@@ -135,7 +135,7 @@ def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, co
     if result.batches_resumed:
         print(f"continued a stopped measurement: {result.batches_resumed} batches were read from {partials}/ "
               "(now removed)", file=sys.stderr)  # fmt: skip
-    for path in write_gap_report(result, out, run.path.name):
+    for path in write_gap_report(result, out, run.path.name, weights_used(run)):
         print(f"wrote {path}", file=sys.stderr)
     shutil.rmtree(partials, ignore_errors=True)  # the reports are written: the batches are no longer needed
     if contours:

@@ -19,6 +19,7 @@ finished.
 
     vaelab ledger add RUN_DIR configs/G/NAME.yaml   # copy a finished run into results/G/NAME (no checkpoints)
     vaelab ledger add RUN_DIR configs/G/NAME.yaml --run ablation_x  # into results/G/NAME/ablation_x (a row's `run`)
+    vaelab ledger add RUN_DIR configs/G/NAME.yaml --last  # its final weights too, as last.safetensors
     vaelab ledger build                               # write results/README.md
     vaelab ledger verify results/G/NAME --subset 500  # recompute from the shipped weights, compare per example
 """
@@ -432,12 +433,16 @@ def _nested_runs(path: Path) -> list[Path]:
     return [d for d in sorted(path.iterdir()) if (d / "config.yaml").is_file()] if path.is_dir() else []
 
 
-def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False, run: str | None = None) -> Path:
+def add(
+    run_dir: Path, config: str, results: Path, checkpoint: bool = False, run: str | None = None, last: bool = False
+) -> Path:
     """Copy `run_dir` into `results/<mirror of config>` (or into its subdirectory `run`: an ablation, a row's
     `run`); without `checkpoint` its checkpoints stay behind (a finished run), with it only the latest one goes (a
-    run to resume in a later session). Runs shipped inside the old copy (ablations) that the new one does not
-    hold are kept."""
-    from vaelab.train.checkpoint import latest_checkpoint
+    run to resume in a later session). With `last`, the latest checkpoint's weights go too, as `last.safetensors`
+    (the final weights of a run trained for a fixed number of epochs, beside its best validation ones: `--checkpoint
+    last` reads them). Runs shipped inside the old copy (ablations) that the new one does not hold are kept."""
+    from vaelab.recording import LAST_WEIGHTS
+    from vaelab.train.checkpoint import digest_path, latest_checkpoint
 
     if run is not None and (not run or Path(run).name != run or run in (".", "..")):
         raise ConfigError(f"--run {run!r} must be one directory name (the ledger row's `run`), without slashes")
@@ -461,11 +466,20 @@ def add(run_dir: Path, config: str, results: Path, checkpoint: bool = False, run
     try:
         shutil.copytree(run_dir, tmp / "run", ignore=shutil.ignore_patterns(*SKIP, "*.tmp"))
         if checkpoint:
-            last = latest_checkpoint(run_dir / "checkpoints")
-            if last is None:
+            latest = latest_checkpoint(run_dir / "checkpoints")
+            if latest is None:
                 raise RunDirError(f"{str(run_dir)!r} has no checkpoint to ship")
-            shutil.copytree(last, tmp / "run" / "checkpoints" / last.name)
-            (tmp / "run" / "checkpoints" / "latest").write_text(last.name + "\n")
+            shutil.copytree(latest, tmp / "run" / "checkpoints" / latest.name)
+            (tmp / "run" / "checkpoints" / "latest").write_text(latest.name + "\n")
+        if last:
+            latest = latest_checkpoint(run_dir / "checkpoints")
+            if latest is None:
+                raise RunDirError(f"{str(run_dir)!r} has no checkpoint whose weights --last could ship")
+            shutil.copy2(latest / "model.safetensors", tmp / "run" / LAST_WEIGHTS)
+            listed = digest_path(latest / "model.safetensors")
+            if listed.is_file():
+                digest = listed.read_text().split()[0]
+                digest_path(tmp / "run" / LAST_WEIGHTS).write_text(f"{digest}  {LAST_WEIGHTS}\n")
         for nested in _nested_runs(dest):  # ablations shipped inside the old copy stay
             if not (tmp / "run" / nested.name).exists():
                 shutil.copytree(nested, tmp / "run" / nested.name)
@@ -534,6 +548,12 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH", help="add: RUN_DIR CONFIG; verify: RESULT_DIR ...")
     p.add_argument("--results", default="results", help="the ledger directory (default: ./results)")
     p.add_argument("--checkpoint", action="store_true", help="add: ship the latest checkpoint (a run to resume)")
+    p.add_argument(
+        "--last",
+        action="store_true",
+        help="add: ship the latest checkpoint's weights as last.safetensors (a run trained for a fixed number of "
+        "epochs, whose final weights are not its best validation ones)",
+    )
     p.add_argument("--run", metavar="RUN", help="add: ship into results/G/NAME/RUN (an ablation; a ledger row's `run`)")
     p.add_argument("--subset", type=positive_int, help="verify: the first N test points (default: the run's)")
     add_common(p)
@@ -547,8 +567,8 @@ def command(args: argparse.Namespace) -> int:
         print(f"wrote {build(results)}", file=sys.stderr)
     elif args.action == "add":
         if len(args.paths) != 2:
-            raise ConfigError("usage: vaelab ledger add RUN_DIR configs/G/NAME.yaml [--run RUN]")
-        dest = add(Path(args.paths[0]), args.paths[1], results, args.checkpoint, args.run)
+            raise ConfigError("usage: vaelab ledger add RUN_DIR CONFIG [--run RUN] [--checkpoint] [--last]")
+        dest = add(Path(args.paths[0]), args.paths[1], results, args.checkpoint, args.run, args.last)
         print(f"copied {args.paths[0]} to {dest}", file=sys.stderr)
     else:
         if not args.paths:
