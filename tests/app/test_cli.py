@@ -78,12 +78,13 @@ def test_train_kill_resume_evaluate_sample(tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_training_like_ctrl_c_even_when_sigint_is_ignored(tmp_path):
     """`kill PID` (SIGTERM) on a run started the way a script starts a background job (`cmd &` ignores SIGINT):
-    no traceback, exit status 143, the resume hint, the session's record closed and its picture drawn, and
+    no traceback, exit status 143, the resume hint (with the run's --no-eval, which resume does not remember), the
+    session's record closed and its picture drawn, and
     `--resume` goes on from the kept checkpoint."""
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaelab.cli", "train", *TINY, "--set", "train.epochs=500", "--run-dir", str(run),
-         "--no-progress"],
+         "--no-progress", "--no-eval"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
@@ -98,7 +99,7 @@ def test_sigterm_stops_training_like_ctrl_c_even_when_sigint_is_ignored(tmp_path
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "stopped by SIGTERM" in err
-    assert f"continue with: vaelab train --resume {run}" in err
+    assert f"continue with: vaelab train --resume {run} --no-eval" in err  # as started: resume would evaluate
     session = json.loads((run / "provenance.json").read_text())["sessions"][0]
     assert session["finished"] is not None and not session["finished_training"], "the record was not closed"
     assert (run / "training.png").is_file(), "the session's end draws its picture"

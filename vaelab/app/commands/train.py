@@ -75,7 +75,8 @@ def command(args: argparse.Namespace) -> int:
         run = runs.train(cfg, run_dir, resume=bool(args.resume), device=device, overwrite=args.overwrite)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`vaelab.app.cli`): the last checkpoint and the record stay
         if rank == 0:
-            print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}", file=sys.stderr)
+            again = " --no-eval" if args.no_eval else ""  # a resumed run evaluates unless told not to
+            print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}{again}", file=sys.stderr)
         raise
     if rank == 0:
         print(f"training done; metrics in {run_dir / 'metrics.jsonl'}", file=sys.stderr)
