@@ -371,7 +371,7 @@ def weights_used(run: Run) -> dict[str, Any] | None:
     the metrics do not say). None when the run was not loaded from a file."""
     if run.weights is None:
         return None
-    file = run.weights.relative_to(run.path).as_posix() if run.weights.is_relative_to(run.path) else str(run.weights)
+    file = run.weights.relative_to(run.path).as_posix()  # `weights_file` names it inside the run directory
     metrics = run.path / "metrics.jsonl"
     rows = epoch_rows(read_jsonl(metrics)) if metrics.is_file() else []
     if run.weights.name == "best.safetensors":

@@ -465,14 +465,13 @@ def add(
     tmp = Path(tempfile.mkdtemp(prefix=".add-", dir=dest.parent if dest.parent.exists() else None))
     try:
         shutil.copytree(run_dir, tmp / "run", ignore=shutil.ignore_patterns(*SKIP, "*.tmp"))
+        latest = latest_checkpoint(run_dir / "checkpoints") if checkpoint or last else None
         if checkpoint:
-            latest = latest_checkpoint(run_dir / "checkpoints")
             if latest is None:
                 raise RunDirError(f"{str(run_dir)!r} has no checkpoint to ship")
             shutil.copytree(latest, tmp / "run" / "checkpoints" / latest.name)
             (tmp / "run" / "checkpoints" / "latest").write_text(latest.name + "\n")
         if last:
-            latest = latest_checkpoint(run_dir / "checkpoints")
             if latest is None:
                 raise RunDirError(f"{str(run_dir)!r} has no checkpoint whose weights --last could ship")
             shutil.copy2(latest / "model.safetensors", tmp / "run" / LAST_WEIGHTS)
