@@ -78,9 +78,8 @@ def test_train_kill_resume_evaluate_sample(tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_training_like_ctrl_c_even_when_sigint_is_ignored(tmp_path):
     """`kill PID` (SIGTERM) on a run started the way a script starts a background job (`cmd &` ignores SIGINT):
-    no traceback, exit status 143, the resume hint (with the run's --no-eval, which resume does not remember), the
-    session's record closed and its picture drawn, and
-    `--resume` goes on from the kept checkpoint."""
+    no traceback, exit status 143, the resume hint, the session's record closed and its picture drawn, and
+    `--resume` goes on from the kept checkpoint, without the evaluation that the run was started without."""
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaelab.cli", "train", *TINY, "--set", "train.epochs=500", "--run-dir", str(run),
@@ -99,14 +98,15 @@ def test_sigterm_stops_training_like_ctrl_c_even_when_sigint_is_ignored(tmp_path
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "stopped by SIGTERM" in err
-    assert f"continue with: vaelab train --resume {run} --no-eval" in err  # as started: resume would evaluate
+    assert f"continue with: vaelab train --resume {run}\n" in err  # the run keeps its --no-eval
     session = json.loads((run / "provenance.json").read_text())["sessions"][0]
     assert session["finished"] is not None and not session["finished_training"], "the record was not closed"
     assert (run / "training.png").is_file(), "the session's end draws its picture"
     done = len(rows(run))
     assert 1 <= done < 500
-    vaelab("train", "--resume", str(run), "--set", f"train.epochs={done + 2}", "--no-eval", "--no-progress")
+    vaelab("train", "--resume", str(run), "--set", f"train.epochs={done + 2}", "--no-progress")
     assert [r["epoch"] for r in rows(run)] == list(range(1, done + 3))
+    assert not list(run.glob("eval-*.json")), "the resume evaluated a run started with --no-eval"
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):

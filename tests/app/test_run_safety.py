@@ -138,6 +138,19 @@ def test_resume_may_train_longer(good, capsys):
     assert (good / "checkpoints" / "latest").read_text().strip() == "epoch-000002"
 
 
+def test_resume_keeps_no_eval_unless_told_otherwise(good, capsys):
+    """`--no-eval` is saved with the run (eval.after_training: false): a plain resume of it skips the evaluation
+    too, and `--set eval.after_training=true` turns it back on (a resumable key)."""
+    assert "after_training: false" in (good / "config.yaml").read_text()
+    code, err = cli(capsys, "train", "--resume", good, "--set", "train.epochs=2", "--no-progress")
+    assert code == 0, err
+    assert not list(good.glob("eval-*.json")), "the resume evaluated a run started with --no-eval"
+    settings = ["--set", "train.epochs=3", "--set", "eval.after_training=true", "--set", "eval.is_samples=2"]
+    code, err = cli(capsys, "train", "--resume", good, *settings, "--set", "eval.subset=10", "--no-progress")
+    assert code == 0, err
+    assert (good / "eval-test.json").is_file() and "after_training: true" in (good / "config.yaml").read_text()
+
+
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys):
     run = tmp_path / "r"
     assert cli(capsys, "train", *TINY, *DIVERGES_AFTER_EPOCH_1, "--run-dir", run)[0] == 0

@@ -122,6 +122,7 @@ class EvalConfig:
     max_elements: int = bounded(2**24, ge=1)  # memory bound per IS chunk (decoder outputs)
     grid: int = bounded(10, ge=1)  # side of the sample / reconstruction grids
     predictive_samples: int = bounded(10000, ge=1)  # classifiers: draws of q(z|x) per input for p(y|x) (SIWAE B.1)
+    after_training: bool = True  # `vaelab train` evaluates and draws the pictures at its end (--no-eval: false)
 
 
 @dataclass

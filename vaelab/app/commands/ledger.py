@@ -45,7 +45,15 @@ from vaelab.errors import ConfigError, RunDirError
 
 CATALOGUE = "ledger.yaml"
 PROTOCOL_KEYS = ("eval.is_samples", "eval.subset", "eval.split")  # compared separately, as columns
-NOT_PROTOCOL = ("name", "threads", "device", "train.progress", "train.tensorboard", "gaps.")
+NOT_PROTOCOL = (
+    "name",
+    "threads",
+    "device",
+    "train.progress",
+    "train.tensorboard",
+    "eval.after_training",
+    "gaps.",
+)
 SKIP = ("checkpoints",)  # never shipped with a finished run
 ROUND_OFF = 1e-3  # nats: what another machine's float round-off may change in a mean over the same draws
 # Keys that only a number row takes; a figure row takes only these of its table's `defaults`.
@@ -190,8 +198,8 @@ def _shown(flat: dict[str, Any], key: str) -> str:
 def config_deviations(run_config: dict, config_path: Path, sets: tuple[str, ...] = ()) -> list[str]:
     """The keys where the run's resolved config differs from `config_path` at its full budget. Keys the run's
     config lacks (added to the schema after it ran) take their defaults; settings that do not change the result
-    (`NOT_PROTOCOL`: progress bars, threads, device, the gaps command's options) are left out, and so are the keys
-    under `sets` (which an experiment sets for each of its runs: they are the row, not a deviation)."""
+    (`NOT_PROTOCOL`: progress bars, threads, device, --no-eval, the gaps command's options) are left out, and so
+    are the keys under `sets` (which an experiment sets for each of its runs: they are the row, not a deviation)."""
     from vaelab.config import config_from_dict, load_config
 
     try:

@@ -42,7 +42,12 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         "not deleted)",
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    t.add_argument("--no-eval", action="store_true", help="skip the final evaluation and pictures")
+    t.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="skip the final evaluation and pictures; the run keeps this (eval.after_training: false), so a "
+        "--resume of it does too unless given --set eval.after_training=true",
+    )
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_common(t)
 
@@ -62,6 +67,8 @@ def command(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides, args.budget)
     if args.no_progress:
         cfg.train.progress = False
+    if args.no_eval:  # saved with the run's config: a resume of it skips the evaluation too
+        cfg.eval.after_training = False
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
@@ -75,12 +82,11 @@ def command(args: argparse.Namespace) -> int:
         run = runs.train(cfg, run_dir, resume=bool(args.resume), device=device, overwrite=args.overwrite)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`vaelab.app.cli`): the last checkpoint and the record stay
         if rank == 0:
-            again = " --no-eval" if args.no_eval else ""  # a resumed run evaluates unless told not to
-            print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}{again}", file=sys.stderr)
+            print(f"\ninterrupted; continue with: vaelab train --resume {run_dir}", file=sys.stderr)
         raise
     if rank == 0:
         print(f"training done; metrics in {run_dir / 'metrics.jsonl'}", file=sys.stderr)
-    if args.no_eval:
+    if not cfg.eval.after_training:
         return 0
     e = cfg.eval
     result = runs.evaluate(
