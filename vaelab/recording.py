@@ -161,6 +161,9 @@ def weights_file(run_dir: Path, checkpoint: str = "best") -> Path:
     if checkpoint == "last" and best.is_file():
         raise RunDirError(f"run {str(run_dir)!r} kept no last weights (no checkpoints, no {LAST_WEIGHTS}); "
                           "use --checkpoint best")  # fmt: skip
+    if (run_dir / LAST_WEIGHTS).is_file():  # checkpoint == "best": a run shipped with its final weights alone
+        raise RunDirError(f"run {str(run_dir)!r} kept no best weights (no {best.name}, no checkpoints), only its "
+                          f"final ones ({LAST_WEIGHTS}); use --checkpoint last")  # fmt: skip
     raise RunDirError(f"run {str(run_dir)!r} has no saved weights yet; train it first")
 
 

@@ -116,7 +116,7 @@ def test_last_ships_the_final_weights_and_results_say_which_weights_made_them(re
     """`ledger add --last` ships the latest checkpoint's weights as last.safetensors (with its digest) and no
     checkpoint; `evaluate --checkpoint last` reads them and its JSON names them and their epoch, as the default
     does for best.safetensors (the best validation epoch); a run without last weights refuses `--checkpoint last`
-    in one line."""
+    in one line, and one with only them says to use it."""
     from vaelab.train.checkpoint import latest_checkpoint
 
     results = tmp_path / "results"
@@ -141,6 +141,10 @@ def test_last_ships_the_final_weights_and_results_say_which_weights_made_them(re
         "epoch": best,
     }
 
+    (shipped / "best.safetensors").rename(shipped / "best.aside")  # only the final weights: say how to use them
+    proc = vaelab("evaluate", str(shipped), *small, check=False)
+    assert proc.returncode == 2 and "use --checkpoint last" in proc.stderr and "Traceback" not in proc.stderr
+    (shipped / "best.aside").rename(shipped / "best.safetensors")
     (shipped / "last.safetensors").unlink()
     proc = vaelab("evaluate", str(shipped), "--checkpoint", "last", *small, check=False)
     assert proc.returncode == 2 and "no last weights" in proc.stderr and "Traceback" not in proc.stderr
