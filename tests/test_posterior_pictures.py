@@ -9,7 +9,7 @@ import math
 import torch
 
 import vaelab.viz.posterior2d as posterior2d
-from vaelab.viz.posterior_pictures import _window
+from vaelab.viz.posterior_pictures import _grow_window, _window
 
 
 def test_a_window_is_centred_on_the_draws_and_fits_them():
@@ -20,6 +20,24 @@ def test_a_window_is_centred_on_the_draws_and_fits_them():
     assert 0.03 < half < 0.1
     assert _window(torch.full((5, 2), math.nan)) == (0.0, 0.0, 1.0)
     assert _window(torch.zeros(10, 2))[2] == 0.05  # all draws at one point: the smallest window
+
+
+def test_a_window_grows_to_hold_a_mode_that_the_draws_miss():
+    """q's draws sit on one of two equal modes of p(z | x): the window widens to show the other, and a density
+    that the draws cover (or one that is nowhere finite) leaves it as it was."""
+    z = 0.1 * torch.randn(2000, 2, generator=torch.Generator().manual_seed(2))
+    window = _window(z)
+    modes = torch.tensor([[0.0, 0.0], [1.0, -0.5]], dtype=torch.float64)
+    two = lambda zz: torch.logsumexp(-((zz[:, None] - modes) ** 2).sum(-1) / (2 * 0.1**2), -1)  # noqa: E731
+    cx, cy, half = _grow_window(window, two)
+    for m in modes.tolist():  # both modes, with room for their 0.1-wide peaks, inside
+        assert (
+            cx - half <= m[0] - 0.1 and m[0] + 0.1 <= cx + half and cy - half <= m[1] - 0.1 <= m[1] + 0.1 <= cy + half
+        )
+    assert half < 1.0  # no wider than it needs to be
+    one = lambda zz: -(zz**2).sum(-1) / (2 * 0.1**2)  # noqa: E731
+    assert _grow_window(window, one) == window
+    assert _grow_window(window, lambda zz: torch.full(zz.shape[:1], -math.inf)) == window
 
 
 def test_each_column_is_drawn_on_its_own_window(monkeypatch, tmp_path):

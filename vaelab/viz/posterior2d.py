@@ -51,6 +51,7 @@ def save_posterior_panels(
             ax.set_xlim(float(tx[0]), float(tx[-1]))
             ax.set_ylim(float(ty[0]), float(ty[-1]))
             ax.set_aspect("equal")
+            ax.locator_params(nbins=4)  # a 3-inch panel holds 4 tick labels of a long value (-3.25) side by side
             ax.set_title(f"{name}: {row}" + ("" if drawable or d is None else " (density NaN/Inf)"), fontsize=9)
             ax.set_xlabel("$z_1$")
         axes[r][0].set_ylabel("$z_2$")

@@ -60,13 +60,13 @@ def save_latent_posteriors(
     z_q = model.posterior(xd).sample((samples,)).cpu()  # [S, B, 2]
     z_iw = implicit_posterior_sample(model, xd, samples, proposals).cpu()
     names = [f"input {i}" for i in range(x.shape[0])]
-    windows = {n: _window(torch.cat([z_q[:, i], z_iw[:, i]])) for i, n in enumerate(names)}
     panels = {
         "q(z|x)": {n: z_q[:, i] for i, n in enumerate(names)},
         f"q_IW, {proposals} proposals": {n: z_iw[:, i] for i, n in enumerate(names)},
     }
     # floored at max - 30 nats, so that no underflow to 0 draws a spurious zero-level contour far out
     densities = {n: (lambda z, xi=x[i]: log_joint_on_grid(model, xi, z).clamp_min(-30.0)) for i, n in enumerate(names)}
+    windows = {n: _grow_window(_window(torch.cat([z_q[:, i], z_iw[:, i]])), densities[n]) for i, n in enumerate(names)}
     return save_posterior_panels(panels, path, densities, title=title, grid=grid, windows=windows)
 
 
@@ -80,6 +80,28 @@ def _window(z: Tensor) -> tuple[float, float, float]:
     centre = z.median(0).values
     half = max(float((z - centre).abs().quantile(0.995, 0).max()) * 1.15, 0.05)
     return float(centre[0]), float(centre[1]), half
+
+
+def _grow_window(
+    window: tuple[float, float, float], log_density, reach: float = 4.0, coarse: int = 60, within: float = 3.0
+) -> tuple[float, float, float]:
+    """`window` (`_window`: centre z_1, centre z_2, half width) widened to hold the density too: `log_density`
+    (`[M, 2] -> [M]`) on a `coarse` x `coarse` grid `reach` times as wide, and the smallest square around the
+    window and every grid point within `within` nats of that grid's highest value (the contours' reach: the lowest
+    of the 6 linear levels is at 1/7 of the peak, 1.95 nats below it), at most `reach` times as wide. So a
+    posterior that reaches beyond the draws of q (a mode q misses) is not cut off."""
+    cx, cy, half = window
+    t = torch.linspace(-reach * half, reach * half, coarse, dtype=torch.float64)
+    z = torch.cartesian_prod(t + cx, t + cy)
+    values = log_density(z)
+    finite = values.isfinite()
+    if not finite.any():
+        return window
+    near = z[finite & (values >= values[finite].max() - within)]
+    lo = torch.minimum(near.min(0).values, torch.tensor([cx - half, cy - half], dtype=torch.float64))
+    hi = torch.maximum(near.max(0).values, torch.tensor([cx + half, cy + half], dtype=torch.float64))
+    centre, grown = (lo + hi) / 2, min(float((hi - lo).max()) / 2, reach * half)
+    return float(centre[0]), float(centre[1]), max(grown, half)
 
 
 def save_posterior_pictures(model, x: Tensor, out: Path, split: str, modes: int = 8, latents: int = 4) -> list[Path]:
