@@ -98,10 +98,10 @@ def _grow_window(
     if not finite.any():
         return window
     near = z[finite & (values >= values[finite].max() - within)]
-    lo = torch.minimum(near.min(0).values, torch.tensor([cx - half, cy - half], dtype=torch.float64))
-    hi = torch.maximum(near.max(0).values, torch.tensor([cx + half, cy + half], dtype=torch.float64))
-    centre, grown = (lo + hi) / 2, min(float((hi - lo).max()) / 2, reach * half)
-    return float(centre[0]), float(centre[1]), max(grown, half)
+    mid = torch.tensor([cx, cy], dtype=torch.float64)  # the window's centre
+    lo, hi = torch.minimum(near.min(0).values, mid - half), torch.maximum(near.max(0).values, mid + half)
+    centre = (lo + hi) / 2  # lo and hi lie within the grid and around the window: half <= the new half <= reach * half
+    return float(centre[0]), float(centre[1]), float((hi - lo).max()) / 2
 
 
 def save_posterior_pictures(model, x: Tensor, out: Path, split: str, modes: int = 8, latents: int = 4) -> list[Path]:
