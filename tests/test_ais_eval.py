@@ -17,6 +17,7 @@ import torch
 from vaelab.app import cli, runs
 from vaelab.config import load_config
 from vaelab.errors import ConfigError
+from vaelab.evaluation.batches import saved_batches
 from vaelab.mcmc.options import PRESETS, AISOptions, parse_ais_options
 
 TINY = [
@@ -212,8 +213,9 @@ def _ais_outputs(run_dir) -> tuple[dict, dict]:
 def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_path, monkeypatch):
     """AIS on 10 points in 4 batches (3, 3, 3, 1), stopped by an error in its third batch: the two batches done are
     kept in eval-test-ais-partial/ (one file each, beside the manifest, no temporary file). Other settings (chains,
-    seed) are refused with an error naming them; the same settings continue from the two batches, and the result
-    (summary and per-point values) equals an uninterrupted run's; the partial results are removed."""
+    seed) are refused with an error naming them. A shorter evaluation reads the batches it shares and leaves them
+    there; the same settings continue from the two batches, and the result (summary and per-point values) equals an
+    uninterrupted run's; the partial results are removed."""
     from vaelab.evaluation import annealed
     from vaelab.recording import load_run
 
@@ -236,14 +238,20 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
     with pytest.raises(RuntimeError, match="stopped"):
         runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)
     partial = stopped / "eval-test-ais-partial"
-    assert sorted(p.name for p in partial.iterdir()) == ["batch-000000.pt", "batch-000001.pt", "manifest.json"]
+    assert sorted(p.name for p in partial.iterdir()) == ["batch-000000.pt.gz", "batch-000001.pt.gz", "manifest.json"]
     assert not (stopped / "eval-test-ais.json").exists()
     for other, message in [({"chains": 4}, "chains: 3 there, 4 now"), ({"seed": 7}, f"seed: {seed} there, 7 now")]:
         changed = dataclasses.replace(options, **other)
         with pytest.raises(ConfigError, match=message):
             runs.evaluate_ais(load_run(stopped), changed, "test", 10, 3, progress=False)
-    with pytest.raises(ConfigError, match="n: 10 there, 9 now"):
-        runs.evaluate_ais(load_run(stopped), options, "test", 9, 3, progress=False)
+    whole_points = _ais_outputs(whole)[1]["log_likelihood"]
+    calls.clear()  # an evaluation of the first 3 points reads batch 0 and keeps the longer evaluation's batches
+    shorter = runs.evaluate_ais(load_run(stopped), options, "test", 3, 3, progress=False)
+    assert not calls and shorter["batches_resumed"] == 1 and shorter["partials_kept"]
+    assert torch.equal(_ais_outputs(stopped)[1]["log_likelihood"], whole_points[:3])
+    calls.clear()  # of the first 5: batch 1 holds points 3 and 4 alone, other points than the saved batch 1's
+    runs.evaluate_ais(load_run(stopped), options, "test", 5, 3, progress=False)
+    assert len(calls) == 1 and saved_batches(partial) == 2  # computed, and not saved over the full batch
 
     calls.clear()
     result = runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)

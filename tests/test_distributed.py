@@ -225,7 +225,7 @@ def test_a_stopped_gap_measurement_continues(ddp_run, tmp_path, monkeypatch, cap
     stopping("optimize_local", 3)  # batch 0 fits FFG and FullCov; batch 1's first fit stops
     with pytest.raises(RuntimeError, match="stopped in optimize_local"):
         main(["gaps", str(stopped), *GAPS])
-    assert sorted(p.name for p in (partial / "selection").iterdir()) == ["batch-000000.pt", "manifest.json"]
+    assert sorted(p.name for p in (partial / "selection").iterdir()) == ["batch-000000.pt.gz", "manifest.json"]
     assert not (stopped / "gaps.json").exists()
     monkeypatch.undo()
     assert main(["gaps", str(stopped), *GAPS, "--seed", "1"]) == 2
@@ -237,8 +237,8 @@ def test_a_stopped_gap_measurement_continues(ddp_run, tmp_path, monkeypatch, cap
     stopping("ais", 4)  # batches 1 and 2 run AIS for the selection, then fresh AIS of batch 0, then batch 1 stops
     with pytest.raises(RuntimeError, match="stopped in ais"):
         main(["gaps", str(stopped), *GAPS])
-    assert len(list((partial / "selection").glob("batch-*.pt"))) == 3
-    assert [p.name for p in (partial / "fresh-ais").glob("batch-*.pt")] == ["batch-000000.pt"]
+    assert len(list((partial / "selection").glob("batch-*.pt.gz"))) == 3
+    assert [p.name for p in (partial / "fresh-ais").glob("batch-*.pt.gz")] == ["batch-000000.pt.gz"]
     monkeypatch.undo()
 
     calls.clear()

@@ -44,7 +44,7 @@ from vaelab.data.dataset import derive_seed
 from vaelab.data.supervised import Supervised, predicts_labels
 from vaelab.errors import ConfigError, DataError, RunDirError, UserError
 from vaelab.evaluation import active_units, annealed, evaluate_log_likelihood, predict, stratified_summary
-from vaelab.evaluation.batches import digest, saved_batches
+from vaelab.evaluation.batches import digest, remove_partials, saved_batches
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.evaluation.paired import against_data_density
 from vaelab.likelihoods import Likelihood
@@ -539,7 +539,7 @@ def evaluate_ais(
     options = replace(options, batch_size=options.batch_size or batch_size)
     seed = run.cfg.seed + 2 if options.seed is None else options.seed
     partials = run.path / f"eval-{split}-ais-partial"
-    resumed = saved_batches(partials)
+    resumed = saved_batches(partials, below=x.shape[0] // options.batch_size)  # the full batches are the kept ones
     start = time.perf_counter()
     replicated = annealed.evaluate_ais(
         run.model,
@@ -582,7 +582,8 @@ def evaluate_ais(
         "log_weights": replicated.log_weights.cpu(),
     }
     torch.save(per_example, run.path / f"eval-{split}-ais-per-example.pt")
-    shutil.rmtree(partials, ignore_errors=True)  # the result is written: the batches are no longer needed
+    # the result is written: the batches are no longer needed, unless a longer evaluation's are among them
+    result["partials_kept"] = not remove_partials(partials, x.shape[0] // options.batch_size)
     return result
 
 
@@ -606,7 +607,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     start = time.perf_counter()
     x, z_star = distributed.broadcast_object(tuple(t.cpu() for t in simulate(run.model, n)))  # rank 0's points
     partials = run.path / "eval-bdmc-partial"
-    resumed = saved_batches(partials)
+    resumed = saved_batches(partials, below=n // options.batch_size)
     world = distributed.world()[1]
     r = annealed.evaluate_bdmc(
         run.model,
@@ -638,7 +639,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     (run.path / "eval-bdmc.json").write_text(json.dumps(result, indent=2) + "\n")
     per_example = {"lower": r.lower, "upper": r.upper, "gap": gap}
     torch.save(per_example, run.path / "eval-bdmc-per-example.pt")
-    shutil.rmtree(partials, ignore_errors=True)
+    result["partials_kept"] = not remove_partials(partials, n // options.batch_size)
     return result
 
 

@@ -63,16 +63,16 @@ def _setup(
     model, data: tuple[Tensor, ...], o: AISOptions, shard: bool, partials: str | Path | None, what: str
 ) -> tuple[AISOptions, int, PartialResults | None]:
     """The options with a seed (drawn from torch's generator on rank 0 when they have none; needed for
-    `partials`), the batch size, and the partial results' store keyed by every setting that decides the results."""
+    `partials`), the batch size, and the partial results' store keyed by every setting that decides the results
+    and, batch by batch, by the batch's points (`PartialResults` with `points`)."""
     seed = shared_seed(o.seed, shard=shard, resumable=partials is not None, what=f"{what.upper()} evaluation")
     o = dataclasses.replace(o, seed=seed)
     n = data[0].shape[0]
     batch_size = o.batch_size or n
     store = None
-    if partials is not None:
-        key = {"evaluation": what, **options_key(o), "batch_size": batch_size, "n": n}
-        key.update({"data": digest(*data), "model": model_digest(model)})
-        store = PartialResults(partials, key)
+    if partials is not None:  # keyed batch by batch by their points: a shorter or longer evaluation shares them
+        key = {"evaluation": what, **options_key(o), "batch_size": batch_size, "model": model_digest(model)}
+        store = PartialResults(partials, key, points=data, batch_size=batch_size)
     return o, batch_size, store
 
 

@@ -11,6 +11,7 @@ evaluation as for an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -59,10 +60,19 @@ def shared_seed(seed: int | None, *, shard: bool, resumable: bool, what: str) ->
     return distributed.broadcast_object(seed) if shard else seed
 
 
-def saved_batches(directory: str | Path) -> int:
-    """How many batch results `directory` holds (`PartialResults`; 0 where there is no such directory)."""
-    directory = Path(directory)
-    return len(list(directory.glob("batch-*.pt"))) if directory.is_dir() else 0
+def _batch_index(path: Path) -> int:
+    return int(path.name.split(".")[0].removeprefix("batch-"))
+
+
+def _batch_files(directory: Path) -> list[Path]:
+    """The batch files in `directory`: `batch-<j>.pt.gz`, or `batch-<j>.pt` (uncompressed) from earlier versions."""
+    return sorted(directory.glob("batch-*.pt*")) if directory.is_dir() else []
+
+
+def saved_batches(directory: str | Path, below: int | None = None) -> int:
+    """How many batch results `directory` holds (`PartialResults`; 0 where there is no such directory); with
+    `below`, only those of batches j < below."""
+    return sum(below is None or _batch_index(p) < below for p in _batch_files(Path(directory)))
 
 
 @contextlib.contextmanager
@@ -78,22 +88,41 @@ def random_state(seed: int, device: torch.device | str | None = None) -> Iterato
 class PartialResults:
     """Per-batch results of one evaluation kept in `directory`, so that a stopped evaluation continues where it
     stopped: `manifest.json` holds `key` (every setting that decides the results: options, seed, batch size, a
-    digest of the data and of the model), and `batch-<j>.pt` batch j's result (a dict of tensors and numbers, as
-    `torch.load(weights_only=True)` reads), written atomically (a temporary file renamed over it) and tagged
-    with the key's digest. Settings that differ from the manifest's are refused (`open`), never mixed."""
+    digest of the model, and of the data unless `points` are given), and `batch-<j>.pt.gz` batch j's result (a dict
+    of tensors and numbers, as `torch.load(weights_only=True)` reads, gzip-compressed), written atomically (a
+    temporary file renamed over it) and tagged with the key's digest. Settings that differ from the manifest's are
+    refused (`open`), never mixed.
 
-    def __init__(self, directory: str | Path, key: dict[str, Any]) -> None:
+    With `points` (the evaluation's data tensors `[N, ...]`, batch j holding rows `j * batch_size` up to
+    `(j + 1) * batch_size`), the data are keyed batch by batch instead: each file carries the digest of its own
+    points, checked when it is read, and `key` leaves out the data and their number. An evaluation of the first n
+    points then shares the batches of one of the first m with the same settings, whichever is longer; only full
+    batches are kept, since a shorter last batch holds other points than the full batch of a longer evaluation."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        key: dict[str, Any],
+        points: tuple[Tensor, ...] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        if points is not None and batch_size is None:
+            raise ValueError("results keyed by their points need the batch size")
         self.directory = Path(directory)
         self.key = json.loads(json.dumps(key))  # as the manifest reads back (tuples as lists)
-        self.tag = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
+        self.tag = _tag(self.key)
+        self.points, self.batch_size = points, batch_size
         self.resumed = 0  # batches found by `open`
 
     def open(self) -> int:
-        """Create the directory and its manifest, or check the manifest there against `key`; the number of
-        batches already saved. `ConfigError` naming the differing settings when the manifest is another's."""
+        """Create the directory and its manifest, or check the manifest there against `key` (converting the
+        per-evaluation keys of an earlier vaelab: `_convert`); the number of batches already saved. `ConfigError`
+        naming the differing settings when the manifest is another's."""
         manifest = self.directory / "manifest.json"
         if manifest.is_file():
             saved = json.loads(manifest.read_text())
+            if saved != self.key and self._convert(saved):
+                saved = self.key
             if saved != self.key:
                 differ = sorted(k for k in {*saved, *self.key} if saved.get(k) != self.key.get(k))
                 what = "; ".join(f"{k}: {saved.get(k)!r} there, {self.key.get(k)!r} now" for k in differ)
@@ -107,32 +136,88 @@ class PartialResults:
         self.resumed = saved_batches(self.directory)
         return self.resumed
 
-    def path(self, j: int) -> Path:
-        return self.directory / f"batch-{j:06d}.pt"
+    def _convert(self, saved: dict[str, Any]) -> bool:
+        """Rewrite, as this class keys them with `points`, the partial results that an earlier vaelab keyed by all
+        the points of its evaluation (`n` and `data` in the manifest, the rest as `key`): each full batch's file
+        is tagged anew with its points' digest, a short last batch is dropped. False where `saved` is not such a
+        manifest; `ConfigError` where its points are not the first n of `points`."""
+        legacy = {k: v for k, v in saved.items() if k not in ("n", "data")}
+        if self.points is None or legacy != self.key or not {"n", "data"} <= saved.keys():
+            return False
+        n, size = saved["n"], self.batch_size
+        assert size is not None
+        if self.points[0].shape[0] < n or digest(*(t[:n] for t in self.points)) != saved["data"]:
+            raise ConfigError(
+                f"{self.directory} holds partial results that an earlier vaelab keyed by all {n} points of its "
+                f"evaluation: run it once on those {n} points (--subset {n}) to convert them, or delete that "
+                "directory to start afresh"
+            )
+        for path in _batch_files(self.directory):
+            j = _batch_index(path)
+            stored = self._read(path)
+            if stored is not None and stored.get("tag") != _tag(saved):
+                raise ConfigError(f"{path} is from an evaluation with other settings than its manifest's")
+            if stored is not None and (j + 1) * size <= n:
+                self.save(j, slice(j * size, (j + 1) * size), stored["result"])
+            if path != self.path(j):
+                path.unlink()
+        atomic_write_text(self.directory / "manifest.json", json.dumps(self.key, indent=2, sort_keys=True) + "\n")
+        return True
 
-    def load(self, j: int) -> dict | None:
-        """Batch j's saved result, or None where there is none (or it cannot be read: it is computed again)."""
-        path = self.path(j)
-        if not path.is_file():
-            return None
+    def path(self, j: int) -> Path:
+        return self.directory / f"batch-{j:06d}.pt.gz"
+
+    def keeps(self, batch: slice) -> bool:
+        """Whether the result of the points `batch` is kept: always, unless keyed by points (then full batches)."""
+        return self.points is None or batch.stop - batch.start == self.batch_size
+
+    def _points(self, batch: slice) -> str | None:
+        return None if self.points is None else digest(*(t[batch] for t in self.points))
+
+    @staticmethod
+    def _read(path: Path) -> dict | None:
         try:
-            saved = torch.load(path, weights_only=True)
+            raw = path.read_bytes()
+            return torch.load(io.BytesIO(gzip.decompress(raw) if path.suffix == ".gz" else raw), weights_only=True)
         except Exception as err:  # cannot happen through `save` (atomic); computing it again loses nothing
-            print(f"warning: cannot read {path} ({err}); computing batch {j} again", file=sys.stderr)
+            print(f"warning: cannot read {path} ({err}); computing that batch again", file=sys.stderr)
+            return None
+
+    def load(self, j: int, batch: slice) -> dict | None:
+        """Batch j's saved result (the points `batch`), or None where there is none (or it cannot be read: it is
+        computed again). `ConfigError` when it is another evaluation's, or (keyed by points) of other points."""
+        legacy = self.directory / f"batch-{j:06d}.pt"
+        path = self.path(j) if self.path(j).is_file() else legacy
+        if not self.keeps(batch) or not path.is_file() or (saved := self._read(path)) is None:
             return None
         if saved.get("tag") != self.tag:
             raise ConfigError(f"{path} is from an evaluation with other settings than {self.directory}/manifest.json")
+        if saved.get("points") != self._points(batch):
+            raise ConfigError(
+                f"{path} holds the result of other points than points {batch.start} to {batch.stop - 1} of this "
+                f"evaluation; delete {self.directory} to start afresh"
+            )
         return saved["result"]
 
-    def save(self, j: int, result: dict) -> None:
-        """Write batch j's result atomically."""
+    def save(self, j: int, batch: slice, result: dict) -> None:
+        """Write batch j's result (of the points `batch`) atomically, gzip-compressed."""
         buffer = io.BytesIO()
-        torch.save({"tag": self.tag, "result": result}, buffer)
-        atomic_write_bytes(self.path(j), buffer.getvalue())
+        torch.save({"tag": self.tag, "points": self._points(batch), "result": result}, buffer)
+        atomic_write_bytes(self.path(j), gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0))
 
-    def remove(self) -> None:
-        """Delete the directory (once the whole result is written)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+
+def remove_partials(directory: str | Path, batches: int) -> bool:
+    """Once the result of an evaluation whose full batches are 0 to `batches` - 1 is written, delete the
+    `PartialResults` (keyed by points) in `directory`, unless it holds batches beyond them: of a longer evaluation,
+    which needs them all. Whether it was deleted."""
+    if saved_batches(directory) > saved_batches(directory, below=batches):
+        return False
+    shutil.rmtree(directory, ignore_errors=True)
+    return True
+
+
+def _tag(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def seeded_batches(
@@ -161,11 +246,12 @@ def seeded_batches(
     parts = {}
     for start in bar:
         j = start // batch_size
-        part = partials.load(j) if partials is not None else None
+        batch = slice(start, min(start + batch_size, n))
+        part = partials.load(j, batch) if partials is not None else None
         if part is None:
-            part = fn(slice(start, min(start + batch_size, n)), derive_seed(seed, j))
-            if partials is not None:
-                partials.save(j, part)  # type: ignore[arg-type]
+            part = fn(batch, derive_seed(seed, j))
+            if partials is not None and partials.keeps(batch):
+                partials.save(j, batch, part)  # type: ignore[arg-type]
         parts[j] = part
     if world == 1:
         shares: list | None = [parts]

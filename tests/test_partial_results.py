@@ -1,0 +1,88 @@
+"""`vaelab.evaluation.batches.PartialResults` keyed by points: batches shared by evaluations of more or fewer
+points, compressed files, and the conversion of an earlier version's per-evaluation keys.
+
+`seeded_batches` runs a function of the batch's points and seed, so that a batch read back from disk and one
+computed afresh can be told apart (the calls are counted) and compared (the values are the same).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+
+import pytest
+import torch
+
+from vaelab.errors import ConfigError
+from vaelab.evaluation.batches import PartialResults, digest, remove_partials, saved_batches, seeded_batches
+
+KEY = {"evaluation": "test", "batch_size": 3, "seed": 11}
+X = torch.arange(20.0).reshape(10, 2)
+
+
+def _run(x, directory=None, calls=None):
+    """Per-point values of `x` in batches of 3 (seed 11): x's row sums plus one normal draw from the batch's seed."""
+
+    def fn(batch, seed):
+        if calls is not None:
+            calls.append(batch.start)
+        g = torch.Generator().manual_seed(seed)
+        return {"v": x[batch].sum(1) + torch.randn(batch.stop - batch.start, generator=g)}
+
+    store = None if directory is None else PartialResults(directory, KEY, points=(x,), batch_size=3)
+    parts = seeded_batches(fn, x.shape[0], 3, 11, partials=store, progress=False)
+    return torch.cat([p["v"] for p in parts])
+
+
+def test_evaluations_of_more_or_fewer_points_share_their_full_batches(tmp_path):
+    directory, calls = tmp_path / "partial", []
+    whole = _run(X)
+    assert torch.equal(_run(X[:7], directory, calls), whole[:7]) and calls == [0, 3, 6]
+    assert sorted(p.name for p in directory.glob("batch-*")) == ["batch-000000.pt.gz", "batch-000001.pt.gz"]
+    raw = (directory / "batch-000000.pt.gz").read_bytes()
+    assert raw[:2] == b"\x1f\x8b"  # gzip
+    assert torch.equal(torch.load(io.BytesIO(gzip.decompress(raw)), weights_only=True)["result"]["v"], whole[:3])
+
+    calls.clear()  # 10 points: batches 0 and 1 read back, batch 2 (now full) computed and kept, batch 3 not
+    assert torch.equal(_run(X, directory, calls), whole) and calls == [6, 9]
+    assert saved_batches(directory) == 3 and saved_batches(directory, below=2) == 2
+    calls.clear()
+    assert torch.equal(_run(X[:4], directory, calls)[:3], whole[:3])
+    assert calls == [3]  # batch 1 of 4 points is point 3 alone: computed, and the saved full batch 1 left as it is
+    assert saved_batches(directory) == 3
+
+    assert not remove_partials(directory, 2) and saved_batches(directory) == 3  # batch 2 is a longer evaluation's
+    other = X.clone()
+    other[4] += 1  # batch 1 holds other points now
+    with pytest.raises(ConfigError, match="other points than points 3 to 5"):
+        _run(other, directory)
+    assert remove_partials(directory, 4) and not directory.exists()
+
+
+def _legacy(directory, n, x, results):
+    """Partial results as vaelab wrote them before they were keyed by points: `n` and `data` (the digest of all
+    the points) in the manifest, and uncompressed `batch-<j>.pt` files tagged with the whole manifest's digest."""
+    manifest = {**KEY, "n": n, "data": digest(x[:n])}
+    directory.mkdir()
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    tag = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    for j, v in results.items():
+        torch.save({"tag": tag, "result": {"v": v}}, directory / f"batch-{j:06d}.pt")
+
+
+def test_an_earlier_versions_partial_results_are_converted(tmp_path):
+    whole = _run(X)
+    directory, calls = tmp_path / "partial", []
+    _legacy(directory, 7, X, {0: whole[:3], 1: whole[3:6], 2: whole[6:7] + 100})  # batch 2 short: dropped
+    assert torch.equal(_run(X, directory, calls), whole) and calls == [6, 9]
+    assert sorted(p.name for p in directory.glob("batch-*")) == [f"batch-00000{j}.pt.gz" for j in range(3)]
+    assert json.loads((directory / "manifest.json").read_text()) == KEY
+
+    for points, n in [(X[:5], 5), (X + 1, 10)]:  # too few points, or other points, to check the saved digest on
+        old = tmp_path / f"old-{n}"
+        _legacy(old, 7, X, {0: whole[:3]})
+        with pytest.raises(ConfigError, match=r"all 7 points .* \(--subset 7\)"):
+            _run(points, old)
+        assert (old / "batch-000000.pt").is_file()  # left as it was
