@@ -307,3 +307,23 @@ def test_the_built_parts_form_still_flattens_x():
     flat = vaelab.VAE(nn.Linear(784, 8), "diagonal_gaussian", "standard_normal", nn.Linear(2, 784), "bernoulli", 2,
                       EVENT, flatten=True)  # fmt: skip
     assert flat.log_joint(torch.zeros(3, *EVENT), torch.zeros(4, 3, 2)).shape == (4, 3)
+
+
+def test_a_fit_run_opened_for_evaluation_resolves_its_weights_once(trained, monkeypatch):
+    """`open_run` of a `vaelab.fit` run records the weights file it loaded, resolved once: resolved twice, a
+    checkpoint written in between by a training run would make the record name other weights than those used."""
+    from vaelab import recording
+    from vaelab.app import runs
+
+    calls, real = [], recording.weights_file
+
+    def counting(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(recording, "weights_file", counting)
+    monkeypatch.setattr(runs, "weights_file", counting, raising=False)  # were it imported there too
+    for checkpoint in ("best", "last"):
+        calls.clear()
+        run = runs.open_run(trained[1], checkpoint=checkpoint)
+        assert calls == [run.weights] and run.weights.is_file(), checkpoint

@@ -176,11 +176,21 @@ def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str
     >>> model = vaelab.load("runs/my-run")  # doctest: +SKIP
     >>> model = vaelab.load("runs/my-run", template=make_my_model())  # doctest: +SKIP
     """
+    return load_with_weights(run_dir, template, checkpoint)[0]
+
+
+def load_with_weights(
+    run_dir: str | Path, template: nn.Module | None = None, checkpoint: str = "best"
+) -> tuple[nn.Module, Path]:
+    """`load`, and the weights file it read (resolved once, so that a checkpoint written meanwhile by a training
+    run cannot make the two disagree)."""
     from vaelab.train.checkpoint import load_weights
 
     path = Path(run_dir)
     if (path / "config.yaml").is_file() and template is None:
-        return load_run(path, checkpoint).model
+        run = load_run(path, checkpoint)
+        assert run.weights is not None
+        return run.model, run.weights
     if not (path / RECORD).is_file() and template is None:
         raise RunDirError(f"{str(path)!r} is not a vaelab run directory (no config.yaml or {RECORD} in it)")
     model = template
@@ -207,7 +217,7 @@ def load(run_dir: str | Path, template: nn.Module | None = None, checkpoint: str
         raise RunDirError(f"{err} ({fix})") from None
     model.eval()
     model.run_dir = path
-    return model
+    return model, weights
 
 
 # --- runs described by a config (the command line's `vaelab train`, and `vaelab.load` of such a run) ---------

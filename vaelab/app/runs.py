@@ -53,7 +53,7 @@ from vaelab.mcmc.options import AISOptions
 from vaelab.measure import as_estimable
 from vaelab.models.cpvae import is_cpvae, reads_category
 from vaelab.protocols import DecodedModel, GenerativeModel, HasPseudoInputs, LatentModel, Reconstructs
-from vaelab.recording import RECORD, Run, build_run, load, load_run, read_run_config, resolve_device, weights_file
+from vaelab.recording import RECORD, Run, build_run, load_run, load_with_weights, read_run_config, resolve_device
 from vaelab.stats import mean_se
 from vaelab.train.checkpoint import atomic_write_text, latest_checkpoint, load_weights
 from vaelab.train.trainer import Trainer, finite_weights, fit_with_provenance, read_jsonl
@@ -358,11 +358,12 @@ def open_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
             "vaelab.evaluate(vaelab.load(run_dir, template=model), x)"
         )
     dev = resolve_device(device or cfg.device)
-    model = load(path, checkpoint=checkpoint).to(dev)
+    model, weights = load_with_weights(path, checkpoint=checkpoint)
+    model = model.to(dev)
     dataset = FitData(data, model)
     if dataset.split_names is not None:  # a tensor file: its one split is the default
         cfg = replace(cfg, eval=replace(cfg.eval, split=dataset.split_names[0]))
-    return Run(path, cfg, model, dataset, dev, weights_file(path, checkpoint))
+    return Run(path, cfg, model, dataset, dev, weights)
 
 
 def weights_used(run: Run) -> dict[str, Any] | None:
