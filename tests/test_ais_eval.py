@@ -210,6 +210,34 @@ def _ais_outputs(run_dir) -> tuple[dict, dict]:
     return summary, torch.load(run_dir / "eval-test-ais-per-example.pt", weights_only=True)
 
 
+def test_a_stopped_bdmc_continues_only_on_as_many_points(run_dir, tmp_path, monkeypatch):
+    """BDMC simulates its n points at once, so another n simulates other points from the first on: a stopped BDMC
+    of 5 points in batches of 2 is refused for 6 points (naming n) and continued for 5, from its saved batch."""
+    from vaelab.evaluation import annealed
+    from vaelab.recording import load_run
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run_dir, stopped, ignore=shutil.ignore_patterns("eval-*"))
+    options = dataclasses.replace(parse_ais_options(["cremer", "chains=2", "temps=6", "leapfrog=2"]), batch_size=2)
+    calls, real, stop_at = [], annealed.bdmc, [2]
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop_at[0]:
+            raise RuntimeError("stopped")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(annealed, "bdmc", failing)
+    with pytest.raises(RuntimeError, match="stopped"):
+        runs.evaluate_bdmc(load_run(stopped), options, 5, progress=False)
+    assert saved_batches(stopped / "eval-bdmc-partial") == 1
+    with pytest.raises(ConfigError, match="n: 5 there, 6 now"):
+        runs.evaluate_bdmc(load_run(stopped), options, 6, progress=False)
+    calls.clear(), stop_at.clear(), stop_at.append(0)
+    result = runs.evaluate_bdmc(load_run(stopped), options, 5, progress=False)
+    assert len(calls) == 2 and result["batches_resumed"] == 1 and not (stopped / "eval-bdmc-partial").exists()
+
+
 def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_path, monkeypatch):
     """AIS on 10 points in 4 batches (3, 3, 3, 1), stopped by an error in its third batch: the two batches done are
     kept in eval-test-ais-partial/ (one file each, beside the manifest, no temporary file). Other settings (chains,

@@ -61,10 +61,10 @@ def test_evaluations_of_more_or_fewer_points_share_their_full_batches(tmp_path):
     assert remove_partials(directory, 4) and not directory.exists()
 
 
-def _legacy(directory, n, x, results):
+def _legacy(directory, n, x, results, key=KEY):
     """Partial results as vaelab wrote them before they were keyed by points: `n` and `data` (the digest of all
     the points) in the manifest, and uncompressed `batch-<j>.pt` files tagged with the whole manifest's digest."""
-    manifest = {**KEY, "n": n, "data": digest(x[:n])}
+    manifest = {**key, "n": n, "data": digest(x[:n])}
     directory.mkdir()
     (directory / "manifest.json").write_text(json.dumps(manifest))
     tag = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
@@ -86,3 +86,17 @@ def test_an_earlier_versions_partial_results_are_converted(tmp_path):
         with pytest.raises(ConfigError, match=r"all 7 points .* \(--subset 7\)"):
             _run(points, old)
         assert (old / "batch-000000.pt").is_file()  # left as it was
+
+
+def test_a_key_that_keeps_the_number_of_points_converts_only_its_own(tmp_path):
+    """An evaluation whose points depend on their number (BDMC simulates them n at a time) keeps `n` in its key:
+    an earlier version's results of the same n are converted, those of another n are refused naming it."""
+    x, keyed = X[:6], {**KEY, "n": 6}
+    directory = tmp_path / "same"
+    _legacy(directory, 6, x, {0: torch.zeros(3)}, key=KEY)
+    store = PartialResults(directory, keyed, points=(x,), batch_size=3)
+    assert store.open() == 1 and torch.equal(store.load(0, slice(0, 3))["v"], torch.zeros(3))
+    other = tmp_path / "other"
+    _legacy(other, 9, X, {0: torch.zeros(3)}, key=KEY)
+    with pytest.raises(ConfigError, match="n: 9 there, 6 now"):
+        PartialResults(other, keyed, points=(x,), batch_size=3).open()

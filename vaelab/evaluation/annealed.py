@@ -72,6 +72,8 @@ def _setup(
     store = None
     if partials is not None:  # keyed batch by batch by their points: a shorter or longer evaluation shares them
         key = {"evaluation": what, **options_key(o), "batch_size": batch_size, "model": model_digest(model)}
+        if what == "bdmc":  # points simulated n at a time: another n simulates other points from the first on
+            key["n"] = n
         store = PartialResults(partials, key, points=data, batch_size=batch_size)
     return o, batch_size, store
 

@@ -138,11 +138,13 @@ class PartialResults:
 
     def _convert(self, saved: dict[str, Any]) -> bool:
         """Rewrite, as this class keys them with `points`, the partial results that an earlier vaelab keyed by all
-        the points of its evaluation (`n` and `data` in the manifest, the rest as `key`): each full batch's file
-        is tagged anew with its points' digest, a short last batch is dropped. False where `saved` is not such a
-        manifest; `ConfigError` where its points are not the first n of `points`."""
-        legacy = {k: v for k, v in saved.items() if k not in ("n", "data")}
-        if self.points is None or legacy != self.key or not {"n", "data"} <= saved.keys():
+        the points of its evaluation (`n` and `data` in the manifest; the rest as `key`, which may keep `n`): each
+        full batch's file is tagged anew with its points' digest, a short last batch is dropped. False where `saved`
+        is not such a manifest; `ConfigError` where its points are not the first n of `points`."""
+        if self.points is None or "data" in self.key or not {"n", "data"} <= saved.keys():
+            return False
+        unkeyed = {k: v for k, v in saved.items() if k != "data" and (k != "n" or "n" in self.key)}
+        if unkeyed != self.key:
             return False
         n, size = saved["n"], self.batch_size
         assert size is not None
