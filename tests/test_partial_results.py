@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, CorruptRunFile
 from vaelab.evaluation.batches import PartialResults, digest, remove_partials, saved_batches, seeded_batches
 
 KEY = {"evaluation": "test", "batch_size": 3, "seed": 11}
@@ -100,3 +100,28 @@ def test_a_key_that_keeps_the_number_of_points_converts_only_its_own(tmp_path):
     _legacy(other, 9, X, {0: torch.zeros(3)}, key=KEY)
     with pytest.raises(ConfigError, match="n: 9 there, 6 now"):
         PartialResults(other, keyed, points=(x,), batch_size=3).open()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\udcff"])
+def test_an_unreadable_manifest_is_one_line_saying_what_to_do(tmp_path, text):
+    directory = tmp_path / "partial"
+    directory.mkdir()
+    (directory / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(CorruptRunFile, match="delete .*partial to start"):
+        PartialResults(directory, KEY, points=(X,), batch_size=3).open()
+
+
+def test_an_unreadable_batch_file_is_computed_again(tmp_path, capsys):
+    """A batch file that is not a gzip of a saved result (truncated, or another file) is warned about and computed
+    again, and the new result replaces it."""
+    directory, calls = tmp_path / "partial", []
+    whole = _run(X[:6], directory, calls)
+    (directory / "batch-000000.pt.gz").write_bytes(b"\x1f\x8b truncated")
+    buffer = io.BytesIO()
+    torch.save([1, 2], buffer)
+    (directory / "batch-000001.pt.gz").write_bytes(gzip.compress(buffer.getvalue()))
+    calls.clear()
+    assert torch.equal(_run(X[:6], directory, calls), whole) and calls == [0, 3]
+    assert capsys.readouterr().err.count("computing that batch again") == 2
+    calls.clear()
+    assert torch.equal(_run(X[:6], directory, calls), whole) and not calls

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from vaelab import distributed
 from vaelab.data.dataset import derive_seed
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, CorruptRunFile
 from vaelab.progress import progress as progress_bar
 from vaelab.train.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -120,7 +120,14 @@ class PartialResults:
         naming the differing settings when the manifest is another's."""
         manifest = self.directory / "manifest.json"
         if manifest.is_file():
-            saved = json.loads(manifest.read_text())
+            try:
+                saved = json.loads(manifest.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise CorruptRunFile(
+                    f"{manifest} cannot be read ({err}); delete {self.directory} to start the evaluation afresh"
+                ) from None
+            if not isinstance(saved, dict):
+                raise CorruptRunFile(f"{manifest} is not a manifest; delete {self.directory} to start afresh")
             if saved != self.key and self._convert(saved):
                 saved = self.key
             if saved != self.key:
@@ -180,7 +187,10 @@ class PartialResults:
     def _read(path: Path) -> dict | None:
         try:
             raw = path.read_bytes()
-            return torch.load(io.BytesIO(gzip.decompress(raw) if path.suffix == ".gz" else raw), weights_only=True)
+            saved = torch.load(io.BytesIO(gzip.decompress(raw) if path.suffix == ".gz" else raw), weights_only=True)
+            if not isinstance(saved, dict) or "result" not in saved:
+                raise ValueError("not a batch result")
+            return saved
         except Exception as err:  # cannot happen through `save` (atomic); computing it again loses nothing
             print(f"warning: cannot read {path} ({err}); computing that batch again", file=sys.stderr)
             return None
