@@ -80,6 +80,15 @@ def test_an_earlier_versions_partial_results_are_converted(tmp_path):
     assert sorted(p.name for p in directory.glob("batch-*")) == [f"batch-00000{j}.pt.gz" for j in range(3)]
     assert json.loads((directory / "manifest.json").read_text()) == KEY
 
+    stopped = tmp_path / "stopped"  # a conversion stopped after it wrote batch 0 anew, before the manifest
+    _legacy(stopped, 7, X, {0: whole[:3], 1: whole[3:6]})
+    (tmp_path / "new").mkdir()
+    PartialResults(tmp_path / "new", KEY, points=(X,), batch_size=3).save(0, slice(0, 3), {"v": whole[:3]})
+    (tmp_path / "new" / "batch-000000.pt.gz").rename(stopped / "batch-000000.pt.gz")
+    (stopped / "batch-000000.pt").unlink()
+    calls.clear()
+    assert torch.equal(_run(X, stopped, calls), whole) and calls == [6, 9]
+
     for points, n in [(X[:5], 5), (X + 1, 10)]:  # too few points, or other points, to check the saved digest on
         old = tmp_path / f"old-{n}"
         _legacy(old, 7, X, {0: whole[:3]})

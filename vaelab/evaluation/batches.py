@@ -164,6 +164,8 @@ class PartialResults:
         for path in _batch_files(self.directory):
             j = _batch_index(path)
             stored = self._read(path)
+            if path == self.path(j) and stored is not None and stored.get("tag") == self.tag:
+                continue  # converted already, by a conversion that was stopped before it rewrote the manifest
             if stored is not None and stored.get("tag") != _tag(saved):
                 raise ConfigError(f"{path} is from an evaluation with other settings than its manifest's")
             if stored is not None and (j + 1) * size <= n:
