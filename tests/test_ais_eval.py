@@ -266,7 +266,8 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
     with pytest.raises(RuntimeError, match="stopped"):
         runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)
     partial = stopped / "eval-test-ais-partial"
-    assert sorted(p.name for p in partial.iterdir()) == ["batch-000000.pt.gz", "batch-000001.pt.gz", "manifest.json"]
+    saved = sorted(p.name for p in partial.iterdir())
+    assert saved == ["batch-000000.pt.gz", "batch-000001.pt.gz", "manifest.json", "points-wanted.json"]
     assert not (stopped / "eval-test-ais.json").exists()
     for other, message in [({"chains": 4}, "chains: 3 there, 4 now"), ({"seed": 7}, f"seed: {seed} there, 7 now")]:
         changed = dataclasses.replace(options, **other)
@@ -280,6 +281,9 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
     calls.clear()  # of the first 5: batch 1 holds points 3 and 4 alone, other points than the saved batch 1's
     runs.evaluate_ais(load_run(stopped), options, "test", 5, 3, progress=False)
     assert len(calls) == 1 and saved_batches(partial) == 2  # computed, and not saved over the full batch
+    calls.clear()  # of the first 6: both saved batches, and no more; kept, since the stopped evaluation asked for 10
+    shorter = runs.evaluate_ais(load_run(stopped), options, "test", 6, 3, progress=False)
+    assert not calls and shorter["batches_resumed"] == 2 and shorter["partials_kept"]
 
     calls.clear()
     result = runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)

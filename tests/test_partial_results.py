@@ -53,12 +53,13 @@ def test_evaluations_of_more_or_fewer_points_share_their_full_batches(tmp_path):
     assert calls == [3]  # batch 1 of 4 points is point 3 alone: computed, and the saved full batch 1 left as it is
     assert saved_batches(directory) == 3
 
-    assert not remove_partials(directory, 2) and saved_batches(directory) == 3  # batch 2 is a longer evaluation's
+    assert not remove_partials(directory, 6, 3) and saved_batches(directory) == 3  # batch 2 is a longer one's
+    assert not remove_partials(directory, 9, 3) and saved_batches(directory) == 3  # 10 points were asked for
     other = X.clone()
     other[4] += 1  # batch 1 holds other points now
     with pytest.raises(ConfigError, match="other points than points 3 to 5"):
         _run(other, directory)
-    assert remove_partials(directory, 4) and not directory.exists()
+    assert remove_partials(directory, 10, 3) and not directory.exists()
 
 
 def _legacy(directory, n, x, results, key=KEY):

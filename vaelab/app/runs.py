@@ -584,7 +584,7 @@ def evaluate_ais(
     }
     torch.save(per_example, run.path / f"eval-{split}-ais-per-example.pt")
     # the result is written: the batches are no longer needed, unless a longer evaluation's are among them
-    result["partials_kept"] = not remove_partials(partials, x.shape[0] // options.batch_size)
+    result["partials_kept"] = not remove_partials(partials, x.shape[0], options.batch_size)
     return result
 
 
@@ -640,7 +640,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     (run.path / "eval-bdmc.json").write_text(json.dumps(result, indent=2) + "\n")
     per_example = {"lower": r.lower, "upper": r.upper, "gap": gap}
     torch.save(per_example, run.path / "eval-bdmc-per-example.pt")
-    result["partials_kept"] = not remove_partials(partials, n // options.batch_size)
+    result["partials_kept"] = not remove_partials(partials, n, options.batch_size)
     return result
 
 

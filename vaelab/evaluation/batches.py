@@ -97,7 +97,9 @@ class PartialResults:
     `(j + 1) * batch_size`), the data are keyed batch by batch instead: each file carries the digest of its own
     points, checked when it is read, and `key` leaves out the data and their number. An evaluation of the first n
     points then shares the batches of one of the first m with the same settings, whichever is longer; only full
-    batches are kept, since a shorter last batch holds other points than the full batch of a longer evaluation."""
+    batches are kept, since a shorter last batch holds other points than the full batch of a longer evaluation.
+    `open` records the most points asked for (`WANTED`), so that a shorter evaluation leaves the directory to the
+    longer one (`remove_partials`)."""
 
     def __init__(
         self,
@@ -140,6 +142,8 @@ class PartialResults:
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
             atomic_write_text(manifest, json.dumps(self.key, indent=2, sort_keys=True) + "\n")
+        if self.points is not None:
+            _want(self.directory, self.points[0].shape[0])
         self.resumed = saved_batches(self.directory)
         return self.resumed
 
@@ -173,6 +177,7 @@ class PartialResults:
             if path != self.path(j):
                 path.unlink()
         atomic_write_text(self.directory / "manifest.json", json.dumps(self.key, indent=2, sort_keys=True) + "\n")
+        _want(self.directory, n)
         return True
 
     def path(self, j: int) -> Path:
@@ -220,11 +225,30 @@ class PartialResults:
         atomic_write_bytes(self.path(j), gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0))
 
 
-def remove_partials(directory: str | Path, batches: int) -> bool:
-    """Once the result of an evaluation whose full batches are 0 to `batches` - 1 is written, delete the
-    `PartialResults` (keyed by points) in `directory`, unless it holds batches beyond them: of a longer evaluation,
-    which needs them all. Whether it was deleted."""
-    if saved_batches(directory) > saved_batches(directory, below=batches):
+#: Beside a manifest keyed by points: the most points that an evaluation which opened the directory asked for.
+WANTED = "points-wanted.json"
+
+
+def _wanted(directory: Path) -> int:
+    try:
+        return int(json.loads((directory / WANTED).read_text())["n"])
+    except (OSError, ValueError, KeyError, TypeError):  # none yet (or unreadable: then none is known)
+        return 0
+
+
+def _want(directory: Path, n: int) -> None:
+    """Record that an evaluation of `n` points uses `directory` (`WANTED`: the largest such n)."""
+    if n > _wanted(directory):
+        atomic_write_text(directory / WANTED, json.dumps({"n": n}) + "\n")
+
+
+def remove_partials(directory: str | Path, points: int, batch_size: int) -> bool:
+    """Once the result of an evaluation of `points` points in batches of `batch_size` is written, delete the
+    `PartialResults` (keyed by points) in `directory`, unless a longer evaluation uses it: one that opened it
+    asking for more points (stopped, or still running), or whose batches lie beyond these. Whether it was deleted."""
+    directory = Path(directory)
+    beyond = saved_batches(directory) > saved_batches(directory, below=points // batch_size)
+    if beyond or _wanted(directory) > points:
         return False
     shutil.rmtree(directory, ignore_errors=True)
     return True
