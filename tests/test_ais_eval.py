@@ -238,7 +238,7 @@ def test_a_stopped_bdmc_continues_only_on_as_many_points(run_dir, tmp_path, monk
     assert len(calls) == 2 and result["batches_resumed"] == 1 and not (stopped / "eval-bdmc-partial").exists()
 
 
-def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_path, monkeypatch):
+def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_path, monkeypatch, capsys):
     """AIS on 10 points in 4 batches (3, 3, 3, 1), stopped by an error in its third batch: the two batches done are
     kept in eval-test-ais-partial/ (one file each, beside the manifest, no temporary file). Other settings (chains,
     seed) are refused with an error naming them. A shorter evaluation reads the batches it shares and leaves them
@@ -284,6 +284,10 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
     calls.clear()  # of the first 6: both saved batches, and no more; kept, since the stopped evaluation asked for 10
     shorter = runs.evaluate_ais(load_run(stopped), options, "test", 6, 3, progress=False)
     assert not calls and shorter["batches_resumed"] == 2 and shorter["partials_kept"]
+    ais = ["--ais", "cremer", "chains=3", "temps=8", "leapfrog=2", "replicates=2", "--batch-size", "3"]
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(stopped), "--no-progress", *ais, "--subset", "6"]) == 0 and not calls
+    assert "2 batches were read from eval-*-ais-partial/ (kept for a longer evaluation" in capsys.readouterr().err
 
     calls.clear()
     result = runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)

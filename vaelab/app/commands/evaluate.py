@@ -170,13 +170,13 @@ def _cmd_evaluate_bdmc(args) -> int:
 
 
 def _say_resumed(r: dict, where: str) -> None:
-    kept = r.get("partials_kept")
+    kept = "kept for a longer evaluation of more points: run that one again to finish it, or delete the directory"
     if r.get("batches_resumed"):
-        now = "kept: it holds a longer evaluation's batches too" if kept else "now removed"
+        now = kept if r.get("partials_kept") else "now removed"
         print(f"continued a stopped evaluation: {r['batches_resumed']} batches were read from {where}/ ({now})",
               file=sys.stderr)  # fmt: skip
-    elif kept:
-        print(f"{where}/ is kept: it holds the batches of a longer evaluation", file=sys.stderr)
+    elif r.get("partials_kept"):
+        print(f"{where}/ is {kept}", file=sys.stderr)
 
 
 def print_eval(r: dict) -> None:
