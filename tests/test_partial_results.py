@@ -135,3 +135,14 @@ def test_an_unreadable_batch_file_is_computed_again(tmp_path, capsys):
     assert capsys.readouterr().err.count("computing that batch again") == 2
     calls.clear()
     assert torch.equal(_run(X[:6], directory, calls), whole) and not calls
+
+
+def test_the_temporary_file_of_a_killed_write_is_no_batch(tmp_path):
+    """A write killed before its rename (SIGKILL) leaves `batch-<j>.pt.gz.tmp`: it is not counted as a saved batch,
+    and the batch is computed again."""
+    directory, calls = tmp_path / "partial", []
+    whole = _run(X[:6], directory, calls)
+    (directory / "batch-000001.pt.gz").rename(directory / "batch-000001.pt.gz.tmp")
+    assert saved_batches(directory) == 1
+    calls.clear()
+    assert torch.equal(_run(X[:6], directory, calls), whole) and calls == [3]

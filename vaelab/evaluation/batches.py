@@ -65,8 +65,10 @@ def _batch_index(path: Path) -> int:
 
 
 def _batch_files(directory: Path) -> list[Path]:
-    """The batch files in `directory`: `batch-<j>.pt.gz`, or `batch-<j>.pt` (uncompressed) from earlier versions."""
-    return sorted(directory.glob("batch-*.pt*")) if directory.is_dir() else []
+    """The batch files in `directory`: `batch-<j>.pt.gz`, or `batch-<j>.pt` (uncompressed) from earlier versions;
+    not the temporary file of a write that was killed (`batch-<j>.pt.gz.tmp`)."""
+    found = directory.glob("batch-*.pt*") if directory.is_dir() else ()
+    return sorted(p for p in found if p.name.endswith((".pt", ".pt.gz")))
 
 
 def saved_batches(directory: str | Path, below: int | None = None) -> int:
