@@ -206,7 +206,8 @@ def test_evaluate_ais_replicates_and_bdmc(run_dir, capsys):
 
 def _ais_outputs(run_dir) -> tuple[dict, dict]:
     summary = json.loads((run_dir / "eval-test-ais.json").read_text())
-    summary.pop("seconds"), summary.pop("batches_resumed")
+    for timing in ("seconds", "seconds_total", "batches_resumed", "batches_untimed", "partials_kept"):
+        summary.pop(timing)
     return summary, torch.load(run_dir / "eval-test-ais-per-example.pt", weights_only=True)
 
 
@@ -277,6 +278,7 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
     calls.clear()  # an evaluation of the first 3 points reads batch 0 and keeps the longer evaluation's batches
     shorter = runs.evaluate_ais(load_run(stopped), options, "test", 3, 3, progress=False)
     assert not calls and shorter["batches_resumed"] == 1 and shorter["partials_kept"]
+    assert json.loads((stopped / "eval-test-ais.json").read_text())["partials_kept"]  # and the file says so
     assert torch.equal(_ais_outputs(stopped)[1]["log_likelihood"], whole_points[:3])
     calls.clear()  # of the first 5: batch 1 holds points 3 and 4 alone, other points than the saved batch 1's
     runs.evaluate_ais(load_run(stopped), options, "test", 5, 3, progress=False)
@@ -287,12 +289,15 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
     ais = ["--ais", "cremer", "chains=3", "temps=8", "leapfrog=2", "replicates=2", "--batch-size", "3"]
     capsys.readouterr()
     assert cli.main(["evaluate", str(stopped), "--no-progress", *ais, "--subset", "6"]) == 0 and not calls
-    assert "2 batches were read from eval-*-ais-partial/ (kept for a longer evaluation" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "2 batches were read from eval-*-ais-partial/ (kept for a longer evaluation" in err
+    assert " s with the batches read back)" in out
 
     calls.clear()
     result = runs.evaluate_ais(load_run(stopped), options, "test", 10, 3, progress=False)
     assert len(calls) == 2 and result["batches_resumed"] == 2  # batches 2 and 3 run; 0 and 1 read back
-    assert not partial.exists()
+    assert not partial.exists() and not result["partials_kept"] and result["batches_untimed"] == 0
+    assert result["seconds_total"] > result["seconds"]  # the time that the two batches read back had taken
     (a, per_a), (b, per_b) = _ais_outputs(whole), _ais_outputs(stopped)
     assert a == b and a["n"] == 10 and a["seed"] is None and a["seed_used"] == seed
     from vaelab.app.commands.report import Protocol, _mismatch

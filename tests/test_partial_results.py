@@ -16,7 +16,17 @@ import pytest
 import torch
 
 from vaelab.errors import ConfigError, CorruptRunFile
-from vaelab.evaluation.batches import PartialResults, digest, remove_partials, saved_batches, seeded_batches
+from vaelab.evaluation import batches
+from vaelab.evaluation.batches import (
+    PartialResults,
+    Saved,
+    digest,
+    partials_needed,
+    read_back,
+    remove_partials,
+    saved_batches,
+    seeded_batches,
+)
 
 KEY = {"evaluation": "test", "batch_size": 3, "seed": 11}
 X = torch.arange(20.0).reshape(10, 2)
@@ -93,7 +103,7 @@ def test_an_earlier_versions_partial_results_are_converted(tmp_path):
     for points, n in [(X[:5], 5), (X + 1, 10)]:  # too few points, or other points, to check the saved digest on
         old = tmp_path / f"old-{n}"
         _legacy(old, 7, X, {0: whole[:3]})
-        with pytest.raises(ConfigError, match=r"all 7 points .* \(--subset 7\)"):
+        with pytest.raises(ConfigError, match=r"all 7 points .* evaluate those first 7 points once"):
             _run(points, old)
         assert (old / "batch-000000.pt").is_file()  # left as it was
 
@@ -146,3 +156,35 @@ def test_the_temporary_file_of_a_killed_write_is_no_batch(tmp_path):
     assert saved_batches(directory) == 1
     calls.clear()
     assert torch.equal(_run(X[:6], directory, calls), whole) and calls == [3]
+
+
+def test_each_saved_batch_records_the_time_it_took(tmp_path, monkeypatch, capsys):
+    """Each batch file keeps the seconds its computation took, so that an evaluation continued from saved batches
+    can report its whole cost (`read_back`); the files of an earlier vaelab, which recorded none, are counted as
+    untimed, and so is an unreadable file (without a warning: that is given when it is computed again)."""
+    clock = iter(range(0, 1000, 2))  # each reading 2 s after the last: a batch takes 2 s
+    monkeypatch.setattr(batches.time, "perf_counter", lambda: float(next(clock)))
+    directory = tmp_path / "partial"
+    _run(X[:7], directory)  # batches 0 and 1 kept, the short batch 2 not
+    assert read_back(directory) == Saved(2, 4.0, 0) and read_back(directory, below=1) == Saved(1, 2.0, 0)
+    assert read_back(tmp_path / "none") == Saved(0, 0.0, 0)
+
+    whole, old = _run(X), tmp_path / "old"
+    _legacy(old, 7, X, {0: whole[:3], 1: whole[3:6]})
+    _run(X[:7], old)  # converted: the files keep what they recorded, which is nothing
+    assert read_back(old) == Saved(2, 0.0, 2)
+    (directory / "batch-000001.pt.gz").write_bytes(b"\x1f\x8b truncated")
+    assert read_back(directory) == Saved(2, 2.0, 1) and not capsys.readouterr().err
+
+
+def test_partials_are_needed_while_a_longer_evaluation_uses_them(tmp_path):
+    """`partials_needed` is what `remove_partials` checks: batches beyond an evaluation's own, or more points asked
+    for by one that opened the directory."""
+    directory = tmp_path / "partial"
+    _run(X[:6], directory)
+    assert partials_needed(directory, 6, 3) is False and partials_needed(directory, 3, 3)  # batch 1 lies beyond 3
+    _run(X[:7], directory)  # no batch beyond the first 6 points saved, but 7 points asked for
+    assert partials_needed(directory, 6, 3) and not partials_needed(directory, 7, 3)
+    _run(X[:10], directory)  # batch 2 now saved, and 10 points asked for
+    assert partials_needed(directory, 9, 3)
+    assert not partials_needed(directory, 10, 3) and remove_partials(directory, 10, 3)

@@ -359,3 +359,22 @@ def test_shipped_catalogue_is_valid():
         for f in row.figure:
             path = (run / f).relative_to(results).as_posix()
             assert (f'<img src="{path}"' in text) == (run / f).is_file(), path
+
+
+@pytest.mark.parametrize(
+    "result, shown",
+    [
+        ({"seconds": 120.0}, "2 min"),
+        ({"seconds": 60.0, "seconds_total": 7200.0, "batches_resumed": 2, "batches_untimed": 0}, "2.0 h"),
+        (
+            {"seconds": 6.0, "seconds_total": 3e3, "batches_resumed": 3, "batches_untimed": 1},
+            "50 min + 1 untimed batch",
+        ),
+        ({"seconds": 1.0, "batches_resumed": 2}, "0 min + 2 untimed batches"),  # a result from before seconds_total
+        ({}, ""),
+    ],
+)
+def test_a_continued_evaluations_time_counts_the_batches_it_read_back(result, shown):
+    from vaelab.app.commands.ledger import _eval_wall
+
+    assert _eval_wall(result) == shown

@@ -44,7 +44,7 @@ from vaelab.data.dataset import derive_seed
 from vaelab.data.supervised import Supervised, predicts_labels
 from vaelab.errors import ConfigError, DataError, RunDirError, UserError
 from vaelab.evaluation import active_units, annealed, evaluate_log_likelihood, predict, stratified_summary
-from vaelab.evaluation.batches import digest, remove_partials, saved_batches
+from vaelab.evaluation.batches import Saved, digest, kept_batches, partials_needed, read_back, remove_partials
 from vaelab.evaluation.cpvae import evaluate_cpvae, log_likelihood_over_c, over_c_summary
 from vaelab.evaluation.paired import against_data_density
 from vaelab.likelihoods import Likelihood
@@ -510,6 +510,17 @@ def _gumbel_temperature(run: Run) -> float | None:
     return float(best["temperature"]) if best else None
 
 
+def _timing(seconds: float, resumed: Saved) -> dict:
+    """A continued evaluation's times: `seconds` this call's, `seconds_total` with the recorded time of the
+    `batches_resumed` it read back, of which `batches_untimed` recorded none (`vaelab.evaluation.batches.read_back`)."""
+    return {
+        "seconds": seconds,
+        "seconds_total": seconds + resumed.seconds,
+        "batches_resumed": resumed.batches,
+        "batches_untimed": resumed.untimed,
+    }
+
+
 def evaluate_ais(
     run: Run,
     options: AISOptions,
@@ -540,7 +551,7 @@ def evaluate_ais(
     options = replace(options, batch_size=options.batch_size or batch_size)
     seed = run.cfg.seed + 2 if options.seed is None else options.seed
     partials = run.path / f"eval-{split}-ais-partial"
-    resumed = saved_batches(partials, below=x.shape[0] // options.batch_size)  # the full batches are the kept ones
+    resumed = read_back(partials, below=kept_batches(x.shape[0], options.batch_size))
     start = time.perf_counter()
     replicated = annealed.evaluate_ais(
         run.model,
@@ -567,8 +578,7 @@ def evaluate_ais(
             "acceptance_last": float(est.acceptance[-1]),
             "step_size_last": float(est.mean_step_size[-1]),
             "gradient_evaluations": options.gradient_evaluations(result["n"]),
-            "batches_resumed": resumed,
-            "seconds": seconds,
+            **_timing(seconds, resumed),
             "weights": weights_used(run),
         }
     )
@@ -576,6 +586,7 @@ def evaluate_ais(
     is_result = json.loads(is_path.read_text()) if is_path.is_file() else {}
     if is_result.get("n") == result["n"] and "log_likelihood" in is_result:  # same split, same first n examples
         result["is_log_likelihood"], result["is_samples"] = is_result["log_likelihood"], is_result.get("is_samples")
+    result["partials_kept"] = partials_needed(partials, x.shape[0], options.batch_size)  # by a longer evaluation
     (run.path / f"eval-{split}-ais.json").write_text(json.dumps(result, indent=2) + "\n")
     per_example = {
         "log_likelihood": replicated.log_likelihood.cpu(),
@@ -608,7 +619,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     start = time.perf_counter()
     x, z_star = distributed.broadcast_object(tuple(t.cpu() for t in simulate(run.model, n)))  # rank 0's points
     partials = run.path / "eval-bdmc-partial"
-    resumed = saved_batches(partials, below=n // options.batch_size)
+    resumed = read_back(partials, below=kept_batches(n, options.batch_size))
     world = distributed.world()[1]
     r = annealed.evaluate_bdmc(
         run.model,
@@ -632,11 +643,11 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
             "gap_max": float(gap.max()),
             "acceptance_mean": float(r.forward.acceptance.mean()),
             "gradient_evaluations": 2 * options.gradient_evaluations(n),
-            "batches_resumed": resumed,
-            "seconds": time.perf_counter() - start,
+            **_timing(time.perf_counter() - start, resumed),
             "weights": weights_used(run),
         }
     )
+    result["partials_kept"] = partials_needed(partials, n, options.batch_size)
     (run.path / "eval-bdmc.json").write_text(json.dumps(result, indent=2) + "\n")
     per_example = {"lower": r.lower, "upper": r.upper, "gap": gap}
     torch.save(per_example, run.path / "eval-bdmc-per-example.pt")

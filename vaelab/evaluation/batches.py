@@ -17,9 +17,10 @@ import io
 import json
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +76,31 @@ def saved_batches(directory: str | Path, below: int | None = None) -> int:
     """How many batch results `directory` holds (`PartialResults`; 0 where there is no such directory); with
     `below`, only those of batches j < below."""
     return sum(below is None or _batch_index(p) < below for p in _batch_files(Path(directory)))
+
+
+def kept_batches(points: int, batch_size: int) -> int:
+    """How many batches of an evaluation of `points` points are kept by `PartialResults` keyed by points: the
+    full ones, batches j < points // batch_size."""
+    return points // batch_size
+
+
+class Saved(NamedTuple):
+    """What `read_back` finds: `batches` saved, the `seconds` their computation took as recorded in their files,
+    and how many of them (`untimed`, written by an earlier vaelab) recorded none."""
+
+    batches: int
+    seconds: float
+    untimed: int
+
+
+def read_back(directory: str | Path, below: int | None = None) -> Saved:
+    """The batch results in `directory` (with `below`, those of batches j < below) and their recorded computing
+    time: what an evaluation continued from them spends in all is its own time plus `seconds`. An unreadable file
+    counts as a batch without time (it is computed again, and the warning is given then)."""
+    files = [p for p in _batch_files(Path(directory)) if below is None or _batch_index(p) < below]
+    times = [s.get("seconds") if (s := PartialResults._read(p, quiet=True)) is not None else None for p in files]
+    timed = [t for t in times if isinstance(t, (int, float))]
+    return Saved(len(files), float(sum(timed)), len(files) - len(timed))
 
 
 @contextlib.contextmanager
@@ -164,8 +190,8 @@ class PartialResults:
         if self.points[0].shape[0] < n or digest(*(t[:n] for t in self.points)) != saved["data"]:
             raise ConfigError(
                 f"{self.directory} holds partial results that an earlier vaelab keyed by all {n} points of its "
-                f"evaluation: run it once on those {n} points (--subset {n}) to convert them, or delete that "
-                "directory to start afresh"
+                f"evaluation: evaluate those first {n} points once with these settings to convert them, or delete "
+                "that directory to start afresh"
             )
         for path in _batch_files(self.directory):
             j = _batch_index(path)
@@ -175,7 +201,7 @@ class PartialResults:
             if stored is not None and stored.get("tag") != _tag(saved):
                 raise ConfigError(f"{path} is from an evaluation with other settings than its manifest's")
             if stored is not None and (j + 1) * size <= n:
-                self.save(j, slice(j * size, (j + 1) * size), stored["result"])
+                self.save(j, slice(j * size, (j + 1) * size), stored["result"], stored.get("seconds"))
             if path != self.path(j):
                 path.unlink()
         atomic_write_text(self.directory / "manifest.json", json.dumps(self.key, indent=2, sort_keys=True) + "\n")
@@ -193,7 +219,7 @@ class PartialResults:
         return None if self.points is None else digest(*(t[batch] for t in self.points))
 
     @staticmethod
-    def _read(path: Path) -> dict | None:
+    def _read(path: Path, quiet: bool = False) -> dict | None:
         try:
             raw = path.read_bytes()
             saved = torch.load(io.BytesIO(gzip.decompress(raw) if path.suffix == ".gz" else raw), weights_only=True)
@@ -201,7 +227,8 @@ class PartialResults:
                 raise ValueError("not a batch result")
             return saved
         except Exception as err:  # cannot happen through `save` (atomic); computing it again loses nothing
-            print(f"warning: cannot read {path} ({err}); computing that batch again", file=sys.stderr)
+            if not quiet:
+                print(f"warning: cannot read {path} ({err}); computing that batch again", file=sys.stderr)
             return None
 
     def load(self, j: int, batch: slice) -> dict | None:
@@ -220,10 +247,11 @@ class PartialResults:
             )
         return saved["result"]
 
-    def save(self, j: int, batch: slice, result: dict) -> None:
-        """Write batch j's result (of the points `batch`) atomically, gzip-compressed."""
+    def save(self, j: int, batch: slice, result: dict, seconds: float | None = None) -> None:
+        """Write batch j's result (of the points `batch`) atomically, gzip-compressed, with the `seconds` that
+        computing it took (`read_back`)."""
         buffer = io.BytesIO()
-        torch.save({"tag": self.tag, "points": self._points(batch), "result": result}, buffer)
+        torch.save({"tag": self.tag, "points": self._points(batch), "result": result, "seconds": seconds}, buffer)
         atomic_write_bytes(self.path(j), gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0))
 
 
@@ -244,13 +272,20 @@ def _want(directory: Path, n: int) -> None:
         atomic_write_text(directory / WANTED, json.dumps({"n": n}) + "\n")
 
 
+def partials_needed(directory: str | Path, points: int, batch_size: int) -> bool:
+    """Whether a longer evaluation than one of `points` points in batches of `batch_size` uses the `PartialResults`
+    (keyed by points) in `directory`: one that opened it asking for more points (stopped, or still running), or
+    whose batches lie beyond these."""
+    directory = Path(directory)
+    beyond = saved_batches(directory) > saved_batches(directory, below=kept_batches(points, batch_size))
+    return beyond or _wanted(directory) > points
+
+
 def remove_partials(directory: str | Path, points: int, batch_size: int) -> bool:
     """Once the result of an evaluation of `points` points in batches of `batch_size` is written, delete the
-    `PartialResults` (keyed by points) in `directory`, unless a longer evaluation uses it: one that opened it
-    asking for more points (stopped, or still running), or whose batches lie beyond these. Whether it was deleted."""
-    directory = Path(directory)
-    beyond = saved_batches(directory) > saved_batches(directory, below=points // batch_size)
-    if beyond or _wanted(directory) > points:
+    `PartialResults` (keyed by points) in `directory`, unless a longer evaluation uses it (`partials_needed`).
+    Whether it was deleted."""
+    if partials_needed(directory, points, batch_size):
         return False
     shutil.rmtree(directory, ignore_errors=True)
     return True
@@ -289,9 +324,10 @@ def seeded_batches(
         batch = slice(start, min(start + batch_size, n))
         part = partials.load(j, batch) if partials is not None else None
         if part is None:
+            began = time.perf_counter()
             part = fn(batch, derive_seed(seed, j))
             if partials is not None and partials.keeps(batch):
-                partials.save(j, batch, part)  # type: ignore[arg-type]
+                partials.save(j, batch, part, time.perf_counter() - began)  # type: ignore[arg-type]
         parts[j] = part
     if world == 1:
         shares: list | None = [parts]

@@ -51,6 +51,7 @@ from vaelab.evaluation.batches import (
     digest,
     model_digest,
     random_state,
+    read_back,
     seeded_batches,
     shared_seed,
 )
@@ -106,6 +107,8 @@ class GapResult:
     seconds: float
     last_fits: dict[str, PerPoint] = field(default_factory=dict, repr=False)
     batches_resumed: int = 0  # batches read back from partial results (`measure_gaps`)
+    seconds_resumed: float = 0.0  # the computing time those batches recorded (`vaelab.evaluation.batches.read_back`)
+    batches_untimed: int = 0  # of them, those that recorded none (written by an earlier vaelab)
 
     def lower_bounds(self) -> dict[str, Tensor]:
         """Every per-point stochastic lower bound of log p(x) at hand, by name, on the selection draws."""
@@ -137,6 +140,9 @@ class GapResult:
             "approximation_by_family": {f: stat(log_p - v) for f, v in self.local_elbo.items()},
             "inference": stat(log_p - self.elbo),
             "seconds": self.seconds,
+            "seconds_total": self.seconds + self.seconds_resumed,  # with the batches read back
+            "batches_resumed": self.batches_resumed,
+            "batches_untimed": self.batches_untimed,
             "settings": self.settings,
         }
         if self.trained in self.local_elbo:
@@ -309,6 +315,7 @@ def measure_gaps(
             PartialResults(Path(partials) / "selection", key),
             PartialResults(Path(partials) / "fresh-ais", {**key, "evaluation": "gaps, fresh AIS"}),
         ]
+    found = [read_back(store.directory) for store in stores if store is not None]  # before they are opened
     start = time.perf_counter()
     last = (n - 1) // size
 
@@ -359,7 +366,9 @@ def measure_gaps(
         settings=used,
         seconds=time.perf_counter() - start,
         last_fits=last_fits,
-        batches_resumed=sum(store.resumed for store in stores if store is not None),
+        batches_resumed=sum(f.batches for f in found),
+        seconds_resumed=sum(f.seconds for f in found),
+        batches_untimed=sum(f.untimed for f in found),
     )
 
 

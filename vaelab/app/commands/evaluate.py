@@ -138,7 +138,7 @@ def _cmd_evaluate_ais(args) -> int:
         f"{r['dataset']} {r['split']} ({r['n']} examples): log p(x) ~ {r['log_likelihood']:.2f} ({mc}; se over data "
         f"{r['log_likelihood_se']:.2f}; AIS, {r['chains']} chains x {r['temps']} temperatures x {r['leapfrog']} "
         f"leapfrog steps from the {r['init']}), ({r['bits_per_dim']:.3f} bits/dim), ESS {r['ess_mean']:.1f}/"
-        f"{r['chains']}, acceptance {r['acceptance_mean']:.2f}, {r['seconds']:.0f} s{same}"
+        f"{r['chains']}, acceptance {r['acceptance_mean']:.2f}, {_took(r)}{same}"
     )
     if r["n_nonfinite"]:
         print(f"warning: {r['n_nonfinite']} of the {r['n']} AIS estimates are NaN or Inf; the means include them",
@@ -164,9 +164,17 @@ def _cmd_evaluate_bdmc(args) -> int:
         f"(forward AIS) and {r['upper']:.2f} (reverse AIS), gap {r['gap']:.3f} (se over points {r['gap_se']:.3f}, "
         f"max {r['gap_max']:.3f}): the error bound of AIS with {r['chains']} chains x {r['temps']} temperatures x "
         f"{r['leapfrog']} leapfrog steps from the {r['init']} on such data (single-chain gap "
-        f"{r['per_chain_gap']:.3f}), {r['seconds']:.0f} s"
+        f"{r['per_chain_gap']:.3f}), {_took(r)}"
     )
     return 0
+
+
+def _took(r: dict) -> str:
+    """This call's seconds, and for a continued evaluation those of the batches it read back as well."""
+    if not r.get("batches_resumed"):
+        return f"{r['seconds']:.0f} s"
+    untimed = f", {r['batches_untimed']} of whose batches recorded no time" if r.get("batches_untimed") else ""
+    return f"{r['seconds']:.0f} s ({r['seconds_total']:.0f} s with the batches read back{untimed})"
 
 
 def _say_resumed(r: dict, where: str) -> None:

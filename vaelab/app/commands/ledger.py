@@ -220,6 +220,18 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
+def _eval_wall(result: dict) -> str:
+    """An evaluation's time: `seconds_total` where it continued from saved batches (its own time and theirs), with
+    the number of batches read back whose time is not known (written by an earlier vaelab, or an older result
+    that recorded only its own call's `seconds`)."""
+    seconds = result.get("seconds_total", result.get("seconds"))
+    if not isinstance(seconds, (int, float)):
+        return ""
+    resumed = result.get("batches_resumed") or 0
+    untimed = result.get("batches_untimed", resumed if "seconds_total" not in result else 0) or 0
+    return _hours(seconds) + (f" + {untimed} untimed batch{'es' * (untimed > 1)}" if untimed else "")
+
+
 def row_dir(results: Path, row: Row) -> Path:
     """The run directory of `row`: its config's results, or the `run` inside them."""
     run = result_dir(results, row.config)
@@ -299,7 +311,7 @@ def row_status(row: Row, results: Path) -> dict[str, Any]:
     exact = _get(result, row.exact_metric) if row.exact_metric else None
     out["exact"] = None if exact is None else row.scale * exact
     out["test_points"] = result.get("n")  # every result file vaelab writes names its number of points "n"
-    out["eval_wall"] = _hours(result["seconds"]) if isinstance(result.get("seconds"), (int, float)) else ""
+    out["eval_wall"] = _eval_wall(result)
     out["is_samples"] = result.get("is_samples", result.get("siwae_samples"))
     deviations = list(row.deviations)
     deviations += config_deviations(run_cfg, root / row.config, tuple(row.sets))
@@ -360,8 +372,9 @@ def render(tables: dict[str, list[Row]], results: Path) -> str:
         "is better; `goal` says whether the row is within its tolerance of the paper, or better (of the exact value,",
         "where the row says so). Wall time is the",
         "sum over the `vaelab train` sessions in `provenance.json` (training; the earliest rows' sessions also took in",
-        "the final evaluation), `eval` the evaluation's own time (`seconds` in the result file). A row to",
-        "fill is trained with the command shown (one thread: `OMP_NUM_THREADS=1`), then shipped with",
+        "the final evaluation), `eval` the evaluation's own time (`seconds` in the result file; for one continued",
+        "from saved batches, `seconds_total`, with the batches whose time was not recorded counted beside it). A",
+        "row to fill is trained with the command shown (one thread: `OMP_NUM_THREADS=1`), then shipped with",
         "`vaelab ledger add RUN_DIR CONFIG` and the README rebuilt with `vaelab ledger build`.",
         "",
     ]
