@@ -128,7 +128,7 @@ def _same_outputs(copies: list[Path], stem: str) -> dict:
     assert sharded.keys() == single.keys() and all(torch.equal(sharded[k], single[k]) for k in single), stem
     summaries = [json.loads((c / f"{stem}.json").read_text()) for c in copies]
     for summary in summaries:
-        summary.pop("seconds")
+        summary.pop("seconds"), summary.pop("seconds_total")
     assert summaries[0] == summaries[1], stem
     assert not [p for c in copies for p in c.glob("*-partial")]  # removed once the result is written
     return summaries[0]
@@ -168,7 +168,8 @@ GAPS = [
 
 def _gap_outputs(run_dir: Path) -> tuple[dict, dict]:
     summary = json.loads((run_dir / "gaps.json").read_text())
-    summary.pop("seconds")
+    for timing in ("seconds", "seconds_total", "batches_resumed", "batches_untimed"):
+        summary.pop(timing)
     assert not (run_dir / "gaps-partial").exists()  # removed once the reports are written
     return summary, torch.load(run_dir / "gaps-per-example.pt", weights_only=True)
 
@@ -247,6 +248,9 @@ def test_a_stopped_gap_measurement_continues(ddp_run, tmp_path, monkeypatch, cap
     assert main(["gaps", str(stopped), *GAPS]) == 0
     assert calls == {"ais": 2}  # the fresh AIS of batches 1 and 2; everything else read back
     assert "continued a stopped measurement: 4 batches" in capsys.readouterr().err
+    timing = json.loads((stopped / "gaps.json").read_text())
+    assert timing["batches_resumed"] == 4 and timing["batches_untimed"] == 0
+    assert timing["seconds_total"] > timing["seconds"]  # with the time the 4 batches read back had taken
     assert _same_gaps(whole, stopped)["log_p_hat"]["bound"] == "AIS"
 
 
