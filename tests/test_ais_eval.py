@@ -124,6 +124,9 @@ def test_evaluate_ais_writes_its_result_beside_the_is_result(run_dir, capsys):
     [
         (["--ais", "cremer", "chans=3"], "did you mean 'chains'"),
         (["--ais-init", "prior"], "--ais-init needs --ais"),
+        (["--stop-after", "1h"], "--stop-after is for --ais and --bdmc"),
+        (["--ais", "cremer", "--stop-after", "soon"], "must be a duration such as 2h30m"),
+        (["--ais", "cremer", "--stop-after", "0m"], "must be a duration > 0"),
     ],
 )
 def test_ais_user_errors_are_one_line(run_dir, capsys, args, message):
@@ -304,3 +307,36 @@ def test_a_stopped_ais_evaluation_continues_from_its_saved_batches(run_dir, tmp_
 
     assert _mismatch(a, "ais", 10, Protocol(ais=options)) is None  # `vaelab report` takes it as made with options
     assert per_a.keys() == per_b.keys() and all(torch.equal(per_a[k], per_b[k]) for k in per_a)
+
+
+def test_stop_after_ends_an_ais_evaluation_between_batches(run_dir, tmp_path, monkeypatch, capsys):
+    """`--stop-after 3s` with batches that take over 2 s: the first batch runs, the second would end after the
+    limit, so the command stops there with status 75 and says what is saved and how to go on; the same command
+    without the limit continues from the saved batch, and the result equals an uninterrupted run's."""
+    import time
+
+    from vaelab.app.cli import OUT_OF_TIME
+    from vaelab.evaluation import annealed
+
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for copy in (whole, stopped):
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval-*"))
+    ais = ["--ais", "cremer", "chains=2", "temps=6", "leapfrog=2", "replicates=2", "--subset", "6", "--batch-size", "3"]
+    assert cli.main(["evaluate", str(whole), *ais, "--no-progress"]) == 0
+    real = annealed.ais_replicates
+
+    def slow(*args, **kwargs):
+        time.sleep(2.1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(annealed, "ais_replicates", slow)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(stopped), *ais, "--no-progress", "--stop-after", "3s"]) == OUT_OF_TIME == 75
+    err = capsys.readouterr().err
+    assert "vaelab evaluate: stopped within its time limit: 1 batch left (about 2 s each), 1 saved in" in err
+    assert "eval-test-ais-partial; run the same command again to continue" in err
+    assert saved_batches(stopped / "eval-test-ais-partial") == 1 and not (stopped / "eval-test-ais.json").exists()
+    monkeypatch.undo()
+    assert cli.main(["evaluate", str(stopped), *ais, "--no-progress"]) == 0
+    (a, per_a), (b, per_b) = _ais_outputs(whole), _ais_outputs(stopped)
+    assert a == b and all(torch.equal(per_a[k], per_b[k]) for k in per_a)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -137,7 +138,8 @@ def _same_outputs(copies: list[Path], stem: str) -> dict:
 def test_sharded_ais_and_bdmc_equal_one_process(ddp_run, tmp_path):
     """`torchrun -m vaelab evaluate RUN --ais ...` shares AIS batches out over 2 ranks (3 batches of 100, 100 and
     50 points, 2 replicates each) and `--bdmc` its simulated points (3 batches of 40, 40 and 20): the per-point
-    values, and so the summaries, equal one process's, and each is printed once (by rank 0)."""
+    values, and so the summaries, equal one process's, and each is printed once (by rank 0). Under a `--stop-after`
+    that has passed, both ranks stop before their first batch, and rank 0 alone says so."""
     from vaelab.mcmc.options import parse_ais_options
 
     copies = [tmp_path / "sharded", tmp_path / "single"]
@@ -146,6 +148,9 @@ def test_sharded_ais_and_bdmc_equal_one_process(ddp_run, tmp_path):
     ais = ["cremer", "chains=3", "temps=8", "leapfrog=2", "replicates=2"]
     bdmc = ["cremer", "chains=2", "temps=8", "leapfrog=2", "batch_size=40"]
     evaluate = ["-m", "vaelab", "evaluate", str(copies[0]), "--no-progress"]
+    late = ["--stop-after", "0.001s"]  # past before the first batch: every rank stops there, none waits for another
+    out = torchrun(*evaluate, "--ais", *ais, "--subset", "250", "--batch-size", "100", *late, cwd=tmp_path, fails=True)
+    assert out.count("stopped within its time limit: 3 batches left, 0 saved") == 1, out  # said by rank 0 alone
     out = torchrun(*evaluate, "--ais", *ais, "--subset", "250", "--batch-size", "100", cwd=tmp_path)
     assert out.count("log p(x) ~") == 1, out
     out = torchrun(*evaluate, "--bdmc", *bdmc, "--subset", "100", cwd=tmp_path)
@@ -199,9 +204,10 @@ def test_sharded_gaps_equal_one_process(ddp_run, tmp_path):
 
 def test_a_stopped_gap_measurement_continues(ddp_run, tmp_path, monkeypatch, capsys):
     """`vaelab gaps` stopped in its second batch's local optimisation keeps the first batch in gaps-partial/; other
-    settings are then refused naming them; continued, it stops again in the second batch of the fresh AIS (the three
-    selection batches and one fresh batch kept); continued again it computes only the two fresh AIS batches left,
-    and its results equal an uninterrupted run's."""
+    settings are then refused naming them, and a --stop-after that has passed starts no batch (status 75);
+    continued, it stops again in the second batch of the fresh AIS (the three selection batches and one fresh batch
+    kept); continued again it computes only the two fresh AIS batches left, and its results equal an uninterrupted
+    run's."""
     from vaelab.app.cli import main
     from vaelab.evaluation import gaps
 
@@ -233,6 +239,9 @@ def test_a_stopped_gap_measurement_continues(ddp_run, tmp_path, monkeypatch, cap
     assert "seed: 0 there, 1 now" in capsys.readouterr().err
     assert main(["gaps", str(stopped), *GAPS, "--max-steps", "30"]) == 2
     assert "max_steps: 40 there, 30 now" in capsys.readouterr().err
+    assert main(["gaps", str(stopped), *GAPS, "--stop-after", "0.001s"]) == 75  # past: no batch is started
+    assert re.search(r"vaelab gaps: stopped within its time limit: 2 batches left \(about \d+ s each\), 1 saved in .*"
+                     r"gaps-partial/selection; run the same command again", capsys.readouterr().err)  # fmt: skip
 
     calls.clear()
     stopping("ais", 4)  # batches 1 and 2 run AIS for the selection, then fresh AIS of batch 0, then batch 1 stops

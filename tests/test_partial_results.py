@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 
-from vaelab.errors import ConfigError, CorruptRunFile
+from vaelab.errors import ConfigError, CorruptRunFile, OutOfTime
 from vaelab.evaluation import batches
 from vaelab.evaluation.batches import (
     PartialResults,
@@ -163,7 +163,7 @@ def test_each_saved_batch_records_the_time_it_took(tmp_path, monkeypatch, capsys
     can report its whole cost (`read_back`); the files of an earlier vaelab, which recorded none, are counted as
     untimed, and so is an unreadable file (without a warning: that is given when it is computed again)."""
     clock = iter(range(0, 1000, 2))  # each reading 2 s after the last: a batch takes 2 s
-    monkeypatch.setattr(batches.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(batches.time, "monotonic", lambda: float(next(clock)))
     directory = tmp_path / "partial"
     _run(X[:7], directory)  # batches 0 and 1 kept, the short batch 2 not
     assert read_back(directory) == Saved(2, 4.0, 0) and read_back(directory, below=1) == Saved(1, 2.0, 0)
@@ -188,3 +188,74 @@ def test_partials_are_needed_while_a_longer_evaluation_uses_them(tmp_path):
     _run(X[:10], directory)  # batch 2 now saved, and 10 points asked for
     assert partials_needed(directory, 9, 3)
     assert not partials_needed(directory, 10, 3) and remove_partials(directory, 10, 3)
+
+
+def _timed_run(x, directory, monkeypatch, now, deadline, calls):
+    """`_run`'s batches, each taking 10 s of a fake clock (`now[0]`), with `deadline` on that clock."""
+    monkeypatch.setattr(batches.time, "monotonic", lambda: now[0])
+
+    def fn(batch, seed):
+        calls.append(batch.start)
+        now[0] += 10.0
+        g = torch.Generator().manual_seed(seed)
+        return {"v": x[batch].sum(1) + torch.randn(batch.stop - batch.start, generator=g)}
+
+    store = PartialResults(directory, KEY, points=(x,), batch_size=3)
+    parts = seeded_batches(fn, x.shape[0], 3, 11, partials=store, progress=False, deadline=deadline)
+    return torch.cat([p["v"] for p in parts])
+
+
+def test_a_deadline_stops_before_a_batch_that_would_end_after_it(tmp_path, monkeypatch):
+    """With a deadline no batch starts that is expected, from the batches' recorded times, to end after it: the
+    first batch of a fresh evaluation runs (nothing is known yet) unless the deadline has passed; `OutOfTime` says
+    how many batches are saved and left; the same call continues, and the result equals an uninterrupted one's."""
+    whole, directory, now, calls = _run(X), tmp_path / "partial", [0.0], []
+    with pytest.raises(OutOfTime) as stopped:  # batch 0 ends at 10 s; batch 1 would end at 20 s
+        _timed_run(X, directory, monkeypatch, now, 15.0, calls)
+    assert calls == [0] and (stopped.value.saved, stopped.value.left, stopped.value.expected) == (1, 3, 10.0)
+    assert "3 batches left (about 10 s each), 1 saved in" in str(stopped.value)
+    calls.clear()
+    with pytest.raises(OutOfTime) as stopped:  # from 10 s: batch 0 read back, 1 and 2 run; the short batch 3 not
+        _timed_run(X, directory, monkeypatch, now, 35.0, calls)
+    assert calls == [3, 6] and now[0] == 30.0 and (stopped.value.saved, stopped.value.left) == (3, 1)
+    calls.clear()
+    assert torch.equal(_timed_run(X, directory, monkeypatch, now, None, calls), whole) and calls == [9]
+
+    late = tmp_path / "late"
+    with pytest.raises(OutOfTime, match="4 batches left, 0 saved"):  # past the deadline: not even the first
+        _timed_run(X, late, monkeypatch, now, now[0] - 1, calls)
+    with pytest.raises(ValueError, match="needs partial results"):
+        seeded_batches(lambda b, s: {}, 3, 3, 11, deadline=1.0)
+
+
+def test_ranks_stop_together_when_any_would_end_late(tmp_path, monkeypatch):
+    """Under a process group the ranks decide together: rank 1 of 2 (batches 1 and 3), never late itself, stops
+    before its batch 3 in the round where rank 0 reports a late batch 2, so no rank waits in a gather for one that
+    stopped."""
+    from vaelab import distributed
+
+    directory, calls = tmp_path / "partial", []
+    _run(X[:6], directory, calls)  # batches 0 and 1 saved
+    monkeypatch.setattr(distributed, "world", lambda: (1, 2))
+    monkeypatch.setattr(distributed, "on_rank0", lambda fn: fn())
+    told = []
+
+    def gather(mine):  # rank 0 says it would end late in the second round (batch 2)
+        told.append(mine)
+        return [(len(told) == 2, 40.0), mine]
+
+    monkeypatch.setattr(distributed, "all_gather_object", gather)
+    calls.clear()
+    with pytest.raises(OutOfTime) as stopped:
+        _run_sharded(X, directory, calls, deadline=1e9)
+    assert not calls and [late for late, _ in told] == [False, False]  # batch 1 read back; batch 3 was in time
+    assert (stopped.value.saved, stopped.value.left, stopped.value.expected) == (2, 2, 40.0)
+
+
+def _run_sharded(x, directory, calls, deadline):
+    def fn(batch, seed):
+        calls.append(batch.start)
+        return {"v": x[batch].sum(1)}
+
+    store = PartialResults(directory, KEY, points=(x,), batch_size=3)
+    return seeded_batches(fn, x.shape[0], 3, 11, shard=True, partials=store, progress=False, deadline=deadline)

@@ -33,3 +33,22 @@ class CorruptRunFile(RunDirError):
 
 class TrainingDiverged(RuntimeError):
     """Non-finite losses or gradients persisted; the last good checkpoint is kept."""
+
+
+class OutOfTime(RuntimeError):
+    """A resumable evaluation stopped before a batch that would not have finished within its time limit
+    (`--stop-after`): `saved` batches are kept in `directory`, `left` are still to compute, each expected to take
+    `expected` seconds. Running the same command again continues it."""
+
+    def __init__(self, directory: str, saved: int, left: int, expected: float) -> None:
+        each = f"{expected / 60:.0f} min" if expected >= 90 else f"{expected:.0f} s"
+        each = f" (about {each} each)" if expected > 0 else ""
+        batches = f"{left} batch{'es' * (left != 1)}"
+        super().__init__(
+            f"stopped within its time limit: {batches} left{each}, {saved} saved in {directory}; run the same "
+            "command again to continue"
+        )
+        self.directory, self.saved, self.left, self.expected = directory, saved, left, expected
+
+    def __reduce__(self):  # pickled (to another rank) with its fields, not its message
+        return type(self), (self.directory, self.saved, self.left, self.expected)

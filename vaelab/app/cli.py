@@ -3,7 +3,8 @@
 Each command is a module of `vaelab.app.commands`. User errors (bad config, missing data, wrong run directory)
 print one line and exit with status 2. A Ctrl-C (SIGINT) or a SIGTERM (`kill PID`, a scheduler's time limit)
 stops a command the same way, without a traceback: `vaelab train` keeps its last checkpoint, records the session
-and prints how to resume; the exit status is 128 + the signal's number (130, 143).
+and prints how to resume; the exit status is 128 + the signal's number (130, 143). An evaluation stopped by its
+`--stop-after` before a batch it could not finish keeps its saved batches and exits with status 75 (`OUT_OF_TIME`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from vaelab.app.commands import (
     sweep,
     train,
 )
-from vaelab.errors import TrainingDiverged, UserError
+from vaelab.errors import OutOfTime, TrainingDiverged, UserError
 from vaelab.progress import DEFAULT_INTERVAL_S, INTERVAL_VARIABLE
+
+#: The exit status of a command stopped by its `--stop-after` with work left (sysexits' EX_TEMPFAIL: run it again).
+OUT_OF_TIME = 75
 
 #: name -> module, in the order `vaelab --help` lists them.
 COMMANDS = {
@@ -118,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         signum = signal.SIGTERM if isinstance(err, Stopped) else signal.SIGINT
         print(f"vaelab {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
+    except OutOfTime as err:  # every rank stopped together; rank 0 says so
+        from vaelab import distributed
+
+        if distributed.world()[0] == 0:
+            print(f"vaelab {args.command}: {err}", file=sys.stderr)
+        return OUT_OF_TIME
     except (UserError, TrainingDiverged) as err:
         if not getattr(err, "raised_on_rank0", False):  # under torchrun, an error of rank 0's is printed there
             print(f"vaelab {args.command}: error: {err}", file=sys.stderr)

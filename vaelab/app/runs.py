@@ -528,6 +528,7 @@ def evaluate_ais(
     subset: int | None = None,
     batch_size: int = 100,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> dict:
     """log p(x) by AIS (`vaelab.mcmc.ais` with `options`, e.g. a `vaelab.mcmc.options.PRESETS` entry) on a split,
     `batch_size` points annealed together unless `options.batch_size` is set, `options.replicates` independent runs
@@ -541,7 +542,9 @@ def evaluate_ais(
     (`seed_used` in the JSON; `vaelab.evaluation.annealed`), so the per-point values are the same however the
     batches are shared out and whether or not the evaluation was stopped. Each batch's result is kept in
     `eval-<split>-ais-partial/` as it is done (atomically): the same call after a stop continues from them (other
-    settings are refused with a `ConfigError`), and the directory is removed once the result is written. Under
+    settings are refused with a `ConfigError`), and the directory is removed once the result is written; with
+    `deadline` (a `time.monotonic()` reading) it stops with `OutOfTime` rather than start a batch that would end
+    after it, judged from the batches' recorded times. Under
     torchrun every rank calls this: the batches are shared out over the ranks, rank 0 writes the result, and the
     other ranks return {}."""
     distributed.on_rank0(lambda: check_writable(run.path))  # rank 0 alone under torchrun, its error on every rank
@@ -561,6 +564,7 @@ def evaluate_ais(
         partials=partials,
         device=run.device,
         progress=progress,
+        deadline=deadline,
     )
     if replicated is None:  # another rank's share was gathered on rank 0, which writes the result
         return {}
@@ -599,7 +603,9 @@ def evaluate_ais(
     return result
 
 
-def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = True) -> dict:
+def evaluate_bdmc(
+    run: Run, options: AISOptions, n: int = 100, progress: bool = True, deadline: float | None = None
+) -> dict:
     """BDMC (`vaelab.mcmc.bdmc`): n points simulated from the model (z* ~ p(z), x ~ p(x | z*)), forward AIS with
     `options` (a stochastic lower bound of log p(x)) and reverse AIS from z* (an upper bound). Their gap, upper
     minus lower, bounds the error of forward AIS with these settings on data like the simulated ones (not
@@ -607,7 +613,8 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
     over points), the single-chain gap, the options, time; and the per-point `lower`, `upper`, `gap`
     (`eval-bdmc-per-example.pt`). Batches of 100 points (or `options.batch_size`), each
     seeded by its index from the options' seed or else the config's seed + 3, shared out under torchrun and kept
-    in `eval-bdmc-partial/` until the result is written, as `evaluate_ais`; rank 0 simulates the points."""
+    in `eval-bdmc-partial/` until the result is written, and stopped by `deadline`, as `evaluate_ais`; rank 0
+    simulates the points."""
     distributed.on_rank0(lambda: check_writable(run.path))  # rank 0 alone under torchrun, its error on every rank
     if n < 1:
         raise DataError(f"BDMC needs at least one simulated point, got --subset {n}")
@@ -630,6 +637,7 @@ def evaluate_bdmc(run: Run, options: AISOptions, n: int = 100, progress: bool = 
         partials=partials,
         device=run.device,
         progress=progress,
+        deadline=deadline,
     )
     if r is None:
         return {}

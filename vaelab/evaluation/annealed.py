@@ -96,6 +96,7 @@ def evaluate_ais(
     partials: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> ReplicatedAIS | None:
     """AIS (`vaelab.mcmc.ais_replicates` with `options`) of every point of `data` `[N, *event]`, in batches of
     `options.batch_size` points (all at once when None), batch j with seed `derive_seed(options.seed, j)` (module
@@ -104,7 +105,8 @@ def evaluate_ais(
     kept as it is done, so that calling this again with the same settings continues the evaluation
     (`PartialResults`; other settings raise `ConfigError`); remove it when the result is safe. Returns, on rank 0,
     the `ReplicatedAIS` of all N points (CPU tensors; `result` `[C, N * R]`), equal to an unsharded, uninterrupted
-    call's; None on the other ranks."""
+    call's; None on the other ranks. `deadline` (a `time.monotonic()` reading; needs `partials`): stop with
+    `OutOfTime` rather than start a batch that would end after it (`vaelab.evaluation.batches.seeded_batches`)."""
     o, batch_size, store = _setup(model, (data,), options, shard, partials, "ais")
     dev, bars = _device(model, data, device), progress and (not shard or distributed.world()[0] == 0)
 
@@ -113,8 +115,9 @@ def evaluate_ais(
         return _encode(ais_replicates(model, data[batch].to(dev), opts, progress=bars).result)
 
     parts = seeded_batches(
-        one, data.shape[0], batch_size, o.seed, shard=shard, partials=store, progress=progress, desc="AIS batches"
-    )
+        one, data.shape[0], batch_size, o.seed, shard=shard, partials=store, progress=progress, desc="AIS batches",
+        deadline=deadline,
+    )  # fmt: skip
     if parts is None:
         return None
     return ReplicatedAIS(AISResult.cat([_decode(p) for p in parts]), o.replicates)
@@ -132,11 +135,12 @@ def evaluate_bdmc(
     partials: str | Path | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> BDMCResult | None:
     """BDMC (`vaelab.mcmc.bdmc`) of simulated points `x` `[N, *event]` with their latents `z_star` `[N, D]`, in
     seeded batches as `evaluate_ais` (batch j's forward AIS with seed s_j = `derive_seed(options.seed, j)`, its
-    reverse AIS with s_j + 1), sharded over ranks and kept in `partials` likewise. Returns the `BDMCResult` of all
-    N points on rank 0 (CPU tensors), None on the others."""
+    reverse AIS with s_j + 1), sharded over ranks, kept in `partials` and stopped by `deadline` likewise. Returns
+    the `BDMCResult` of all N points on rank 0 (CPU tensors), None on the others."""
     o, batch_size, store = _setup(model, (x, z_star), options, shard, partials, "bdmc")
     dev, bars = _device(model, x, device), progress and (not shard or distributed.world()[0] == 0)
 
@@ -146,8 +150,9 @@ def evaluate_bdmc(
         return {"forward": _encode(r.forward), "reverse": _encode(r.reverse)}
 
     parts = seeded_batches(
-        one, x.shape[0], batch_size, o.seed, shard=shard, partials=store, progress=progress, desc="BDMC batches"
-    )
+        one, x.shape[0], batch_size, o.seed, shard=shard, partials=store, progress=progress, desc="BDMC batches",
+        deadline=deadline,
+    )  # fmt: skip
     if parts is None:
         return None
     return BDMCResult(*(AISResult.cat([_decode(p[k]) for p in parts]) for k in ("forward", "reverse")))

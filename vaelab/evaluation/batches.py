@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from vaelab import distributed
 from vaelab.data.dataset import derive_seed
-from vaelab.errors import ConfigError, CorruptRunFile
+from vaelab.errors import ConfigError, CorruptRunFile, OutOfTime
 from vaelab.progress import progress as progress_bar
 from vaelab.train.checkpoint import atomic_write_bytes, atomic_write_text
 
@@ -143,6 +143,7 @@ class PartialResults:
         self.tag = _tag(self.key)
         self.points, self.batch_size = points, batch_size
         self.resumed = 0  # batches found by `open`
+        self.times: list[float] = []  # the recorded seconds of the batches loaded or saved through this object
 
     def open(self) -> int:
         """Create the directory and its manifest, or check the manifest there against `key` (converting the
@@ -245,6 +246,8 @@ class PartialResults:
                 f"{path} holds the result of other points than points {batch.start} to {batch.stop - 1} of this "
                 f"evaluation; delete {self.directory} to start afresh"
             )
+        if isinstance(saved.get("seconds"), (int, float)):
+            self.times.append(float(saved["seconds"]))
         return saved["result"]
 
     def save(self, j: int, batch: slice, result: dict, seconds: float | None = None) -> None:
@@ -253,6 +256,13 @@ class PartialResults:
         buffer = io.BytesIO()
         torch.save({"tag": self.tag, "points": self._points(batch), "result": result, "seconds": seconds}, buffer)
         atomic_write_bytes(self.path(j), gzip.compress(buffer.getvalue(), compresslevel=6, mtime=0))
+        if seconds is not None:
+            self.times.append(float(seconds))
+
+    def expected_seconds(self) -> float | None:
+        """What the next batch is expected to take: the mean recorded time of the batches loaded or saved so far
+        (None before any)."""
+        return sum(self.times) / len(self.times) if self.times else None
 
 
 #: Beside a manifest keyed by points: the most points that an evaluation which opened the directory asked for.
@@ -295,6 +305,17 @@ def _tag(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def _stop_if_late(partials: PartialResults, computes: bool, deadline: float, count: int, world: int) -> None:
+    """Raise `OutOfTime` on every rank where any rank would compute a batch (`computes`) that is expected to end
+    after `deadline` (every rank must call this, round by round)."""
+    expected = partials.expected_seconds()
+    late = computes and time.monotonic() + (expected or 0.0) > deadline
+    found = distributed.all_gather_object((late, expected)) if world > 1 else [(late, expected)]
+    if any(late for late, _ in found):
+        saved = saved_batches(partials.directory, below=count)
+        raise OutOfTime(str(partials.directory), saved, count - saved, max(t or 0.0 for _, t in found))
+
+
 def seeded_batches(
     fn: Callable[[slice, int], R],
     n: int,
@@ -306,28 +327,40 @@ def seeded_batches(
     everywhere: bool = False,
     progress: bool = True,
     desc: str = "batches",
+    deadline: float | None = None,
 ) -> list[R] | None:
     """`[fn(batch_j, derive_seed(seed, j)) for j]` over the batches `batch_j` (slices) of `n` points, in order
     (module docstring). With `shard`, under a process group (every rank must call this), rank r computes batches
     r, r + W, ... and the results are gathered on rank 0 (the others get None), or on every rank with `everywhere`.
-    With `partials`, each batch's result (a dict of CPU tensors and numbers) is saved as it is computed and a
-    batch already saved is loaded instead; rank 0 opens them (`PartialResults.open`; an error is raised on every
-    rank). One process: the list."""
+    With `partials`, each batch's result (a dict of CPU tensors and numbers) is saved as it is computed, with its
+    time, and a batch already saved is loaded instead; rank 0 opens them (`PartialResults.open`; an error is raised
+    on every rank). `deadline` (a `time.monotonic()` reading; needs `partials`): no batch is started that would not
+    end by then, by `PartialResults.expected_seconds` (so a fresh evaluation's first batch runs unless the deadline
+    has passed); the ranks decide together, round by round, and every one raises `OutOfTime`. One process: the
+    list."""
+    if deadline is not None and partials is None:
+        raise ValueError("a deadline needs partial results: the batches done before it would be lost")
     rank, world = distributed.world() if shard else (0, 1)
     if partials is not None:
         distributed.on_rank0(partials.open) if world > 1 else partials.open()
-    starts = range(0, n, batch_size)
-    bar = progress_bar(starts[rank::world], desc=desc, unit="batch", enabled=progress and rank == 0)
+    count = -(-n // batch_size)
+    rounds = -(-count // world)  # rank 0 has a batch in every round, the others in all but perhaps the last
+    bar = progress_bar(range(rounds), desc=desc, unit="batch", enabled=progress and rank == 0)
     parts = {}
-    for start in bar:
-        j = start // batch_size
-        batch = slice(start, min(start + batch_size, n))
-        part = partials.load(j, batch) if partials is not None else None
+    for r in bar:
+        j = r * world + rank
+        batch = slice(j * batch_size, min((j + 1) * batch_size, n)) if j < count else None
+        part = partials.load(j, batch) if partials is not None and batch is not None else None
+        if deadline is not None:
+            assert partials is not None
+            _stop_if_late(partials, batch is not None and part is None, deadline, count, world)
+        if batch is None:
+            continue
         if part is None:
-            began = time.perf_counter()
+            began = time.monotonic()
             part = fn(batch, derive_seed(seed, j))
             if partials is not None and partials.keeps(batch):
-                partials.save(j, batch, part, time.perf_counter() - began)  # type: ignore[arg-type]
+                partials.save(j, batch, part, time.monotonic() - began)  # type: ignore[arg-type]
         parts[j] = part
     if world == 1:
         shares: list | None = [parts]
@@ -336,4 +369,4 @@ def seeded_batches(
     if shares is None:
         return None
     found = {j: part for share in shares for j, part in share.items()}
-    return [found[j] for j in range(len(starts))]
+    return [found[j] for j in range(count)]

@@ -286,6 +286,7 @@ def measure_gaps(
     seed: int | None = None,
     shard: bool = False,
     partials: str | Path | None = None,
+    deadline: float | None = None,
 ) -> GapResult | None:
     """L[q], L[q*_F] for each family F, and the lower bounds of log p(x) on `data` `[N, *event]` (module
     docstring), data points in batches of `settings.batch_size` (each batch one set of tensors). Every IWAE bound
@@ -298,7 +299,9 @@ def measure_gaps(
     the per-point selection values are all-gathered so that every rank picks the same bound, then the fresh AIS
     is shared out likewise and gathered on rank 0. `partials`: a directory where each batch's result is kept as it
     is done (`PartialResults`; `selection/` and `fresh-ais/`), so that calling this again with the same settings
-    continues (other settings raise `ConfigError`); remove it when the result is safe. Returns the `GapResult`
+    continues (other settings raise `ConfigError`); remove it when the result is safe. `deadline` (a
+    `time.monotonic()` reading; needs `partials`): stop with `OutOfTime` rather than start a batch that would end
+    after it, by the recorded times of the batches of the same phase. Returns the `GapResult`
     (equal for any number of ranks and for a continued call), on rank 0; None on the other ranks."""
     s = settings or GapsConfig()
     trained, families = _check(model, s)
@@ -324,8 +327,9 @@ def measure_gaps(
             return batch.measure(data[points].to(device), keep_fits=points.start // size == last)
 
     parts = seeded_batches(
-        first, n, size, seed, shard=shard, partials=stores[0], everywhere=True, progress=progress, desc="gaps"
-    )
+        first, n, size, seed, shard=shard, partials=stores[0], everywhere=True, progress=progress, desc="gaps",
+        deadline=deadline,
+    )  # fmt: skip
     assert parts is not None  # everywhere: every rank has every batch
     cat = {k: torch.cat([p["values"][k] for p in parts]) for k in parts[0]["values"]}
     local_iwae = {f: cat[f"iwae:{f}"] for f in families}
@@ -339,7 +343,7 @@ def measure_gaps(
 
         fresh = seeded_batches(
             again, n, size, derive_seed(seed, "fresh AIS"), shard=shard, partials=stores[1], progress=progress,
-            desc="gaps: fresh AIS",
+            desc="gaps: fresh AIS", deadline=deadline,
         )  # fmt: skip
         if fresh is None:
             return None

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from vaelab.app.argtypes import positive_int
+from vaelab.app.argtypes import deadline, duration, positive_int
 from vaelab.app.commands import EPILOG, AddCommon, Subparsers
 from vaelab.errors import UserError
 
@@ -82,6 +83,14 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         help="with --ais or --bdmc: start the chains at the prior p(z) (encoder-independent) or at the encoder's "
         "q(z|x)",
     )
+    e.add_argument(
+        "--stop-after",
+        type=duration,
+        metavar="DURATION",
+        help="with --ais or --bdmc: stop, keeping the saved batches, rather than start a batch that would not end "
+        "within DURATION of the start (2h30m, 90m, 5400), judged from the batches' recorded times (the first batch "
+        "of a fresh evaluation always runs); exit status 75; the same command continues",
+    )
     add_common(e)
 
 
@@ -89,8 +98,11 @@ def command(args: argparse.Namespace) -> int:
     """Run `vaelab evaluate`; the exit status."""
     from vaelab.app import runs
 
+    args.started = time.monotonic()  # --stop-after counts from here
     if args.bdmc is not None or args.ais is not None or args.ais_init is not None:
         return _cmd_evaluate_bdmc(args) if args.bdmc is not None else _cmd_evaluate_ais(args)
+    if args.stop_after is not None:
+        raise UserError("--stop-after is for --ais and --bdmc, whose batches are saved as they finish")
     device = runs.rank_device(runs.run_settings(args.run_dir), args.device)  # under torchrun: this rank's
     run = runs.open_run(args.run_dir, args.checkpoint, device, args.data)
     e = run.cfg.eval
@@ -122,8 +134,9 @@ def _cmd_evaluate_ais(args) -> int:
     e = run.cfg.eval
     subset = args.subset if args.subset is not None else e.subset
     r = runs.evaluate_ais(
-        run, options, args.split or e.split, subset, args.batch_size or e.batch_size, not args.no_progress
-    )
+        run, options, args.split or e.split, subset, args.batch_size or e.batch_size, not args.no_progress,
+        deadline=deadline(args),
+    )  # fmt: skip
     if not r:  # another rank than 0 under torchrun
         return 0
     _say_resumed(r, "eval-*-ais-partial")
@@ -155,7 +168,7 @@ def _cmd_evaluate_bdmc(args) -> int:
     options = parse_ais_options(args.bdmc, init=args.ais_init)
     device = runs.rank_device(runs.run_settings(args.run_dir), args.device)
     run = runs.open_run(args.run_dir, args.checkpoint, device, args.data)
-    r = runs.evaluate_bdmc(run, options, args.subset or 100, not args.no_progress)
+    r = runs.evaluate_bdmc(run, options, args.subset or 100, not args.no_progress, deadline=deadline(args))
     if not r:
         return 0
     _say_resumed(r, "eval-bdmc-partial")
@@ -181,8 +194,8 @@ def _say_resumed(r: dict, where: str) -> None:
     kept = "kept for a longer evaluation of more points: run that one again to finish it, or delete the directory"
     if r.get("batches_resumed"):
         now = kept if r.get("partials_kept") else "now removed"
-        print(f"continued a stopped evaluation: {r['batches_resumed']} batches were read from {where}/ ({now})",
-              file=sys.stderr)  # fmt: skip
+        read = f"{r['batches_resumed']} batch{'es were' if r['batches_resumed'] != 1 else ' was'} read"
+        print(f"continued a stopped evaluation: {read} from {where}/ ({now})", file=sys.stderr)
     elif r.get("partials_kept"):
         print(f"{where}/ is {kept}", file=sys.stderr)
 

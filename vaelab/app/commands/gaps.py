@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaelab.app.argtypes import nonnegative_int, positive_float, positive_int
+from vaelab.app.argtypes import deadline, duration, nonnegative_int, positive_float, positive_int
 from vaelab.app.commands import AddCommon, Subparsers
 from vaelab.config import GapsConfig
 from vaelab.errors import ConfigError
@@ -77,6 +78,14 @@ def add_parser(sub: Subparsers, add_common: AddCommon) -> None:
         default=0,
         help="random seed: batch j of points draws from derive_seed(seed, j) (default: 0)",
     )
+    g.add_argument(
+        "--stop-after",
+        type=duration,
+        metavar="DURATION",
+        help="stop, keeping the saved batches in gaps-partial/, rather than start a batch that would not end within "
+        "DURATION of the start (2h30m, 90m, 5400), judged from the batches' recorded times (the first batch of a "
+        "fresh measurement always runs); exit status 75; the same command continues",
+    )
     add_common(g)
 
 
@@ -108,12 +117,13 @@ def _select(data: torch.Tensor, subset: int, points: str | None) -> torch.Tensor
 
 
 def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, contours: bool = False,
-             seed: int = 0, progress: bool = True) -> GapResult | None:  # fmt: skip
+             seed: int = 0, progress: bool = True, deadline: float | None = None) -> GapResult | None:  # fmt: skip
     """Measure and report the gaps of a loaded run (`vaelab.recording.load_run`); returns the `GapResult`.
 
     Batch j of points is seeded by `derive_seed(seed, j)` (`measure_gaps`) and kept in `out/gaps-partial/` as it is
     done, so the same call after a stop continues (other settings are refused); the directory is removed once the
-    reports are written. Under torchrun every rank calls this: the batches are shared out, rank 0 alone writes, and
+    reports are written. `deadline` (a `time.monotonic()` reading): stop with `OutOfTime` rather than start a batch
+    that would end after it. Under torchrun every rank calls this: the batches are shared out, rank 0 alone writes, and
     the other ranks get None."""
     import shutil
 
@@ -129,7 +139,9 @@ def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, co
     shard = distributed.world()[1] > 1
     distributed.on_rank0(lambda: check_writable(out, create=True))  # before the work, not after it
     partials = out / "gaps-partial"
-    result = measure_gaps(run.model, data, settings, progress, seed=seed, shard=shard, partials=partials)
+    result = measure_gaps(
+        run.model, data, settings, progress, seed=seed, shard=shard, partials=partials, deadline=deadline
+    )
     if result is None:  # another rank: its batches were gathered on rank 0, which writes the reports
         return None
     if result.batches_resumed:
@@ -150,6 +162,7 @@ def run_gaps(run, settings: GapsConfig, out: Path, points: str | None = None, co
 
 
 def command(args: argparse.Namespace) -> int:
+    args.started = time.monotonic()  # --stop-after counts from here
     from vaelab import distributed, recording
     from vaelab.app import runs
     from vaelab.evaluation.gaps import FAMILY_NAMES, gaps_table
@@ -160,7 +173,9 @@ def command(args: argparse.Namespace) -> int:
         run = recording.load_run(run_dir, args.checkpoint, device)
         settings = settings_for(run.cfg.gaps, args)
         out = Path(args.out) / run.path.name if args.out and len(args.run_dirs) > 1 else Path(args.out or run.path)
-        result = run_gaps(run, settings, out, args.points, args.contours, args.seed, not args.no_progress)
+        result = run_gaps(
+            run, settings, out, args.points, args.contours, args.seed, not args.no_progress, deadline(args)
+        )
         if result is None:  # another rank than 0 under torchrun: rank 0 reports
             continue
         tag = FAMILY_NAMES.get(result.trained or "", "q")
